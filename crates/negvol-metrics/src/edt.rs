@@ -5,12 +5,14 @@
 //! `(i * si, j * sj, k * sk)`. Foreground voxels get 0. The result is exact up to floating-point
 //! rounding of the final sum of three squared axis offsets (no chamfer or band approximation).
 //!
-//! Algorithm: separable, one pass per axis. The pass along `k` (fastest in memory) is a
-//! two-sided scan for the nearest foreground voxel on the row; the passes along `j` and then `i`
-//! compute the lower envelope of parabolas (Felzenszwalb & Huttenlocher, "Distance Transforms of
-//! Sampled Functions", Theory of Computing 8, 2012), with the axis spacing folded into the
-//! parabolas. Lines are processed in parallel with rayon (correct on one thread too); strided
-//! lines are gathered in tiles of 16 neighbouring lines so that memory is read in cache lines.
+//! Algorithm: separable, one pass per axis. The pass along `i` (slowest in memory) is a
+//! forward and a backward sweep over whole `i`-slices that records, in a 2-byte integer working
+//! array, the index of the nearest foreground voxel on each `i`-line; the passes along `j` and
+//! then `k` compute the lower envelope of parabolas (Felzenszwalb & Huttenlocher, "Distance
+//! Transforms of Sampled Functions", Theory of Computing 8, 2012), with the axis spacing folded
+//! into the parabolas, slab by slab (one `i`-slab per rayon task, so the `j` and `k` passes run
+//! in cache). Strided `j`-lines are gathered in tiles of 16 neighbouring lines. Every kernel is
+//! correct on one thread too.
 //!
 //! ```
 //! use ndarray::Array3;
@@ -23,7 +25,7 @@
 //! assert!((d[[1, 2, 4]] - 12f64.sqrt()).abs() < 1e-12);
 //! ```
 
-use ndarray::{s, Array3, ArrayView1, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
+use ndarray::{s, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 use crate::error::{check_spacing, MetricsError, Result};
@@ -90,237 +92,192 @@ pub fn feature_transform(
     Ok((out, ft))
 }
 
-/// Core: writes the squared EDT of `mask` into `out` (standard layout, same shape) and, when
-/// given, the feature transform into `ft`. Returns `false` (and leaves `out` filled with
-/// infinity) when the mask is empty. Spacing must already be validated.
-pub(crate) fn squared_edt_into(
-    mask: ArrayView3<'_, bool>,
-    spacing: [f64; 3],
-    mut out: ArrayViewMut3<'_, f64>,
-    mut ft: Option<ArrayViewMut3<'_, u32>>,
-) -> bool {
-    debug_assert_eq!(mask.shape(), out.shape());
-    let [ni, nj, nk] = [mask.shape()[0], mask.shape()[1], mask.shape()[2]];
-    if ni == 0 || nj == 0 || nk == 0 {
-        return false;
+/// Integer type holding, after the first pass, the offset along `i` to the nearest foreground
+/// voxel on the `i`-line (`NONE` when the line is empty). `u16` keeps the working array at two
+/// bytes per voxel; `u32` is the fallback for lines of 65535 voxels or more.
+pub(crate) trait Count: Copy + PartialEq + Send + Sync + 'static {
+    /// Marker for "no foreground voxel on this line (yet)".
+    const NONE: Self;
+    /// Largest line length this type supports.
+    const MAX_LEN: usize;
+    fn from_usize(x: usize) -> Self;
+    fn to_usize(self) -> usize;
+}
+impl Count for u16 {
+    const NONE: Self = u16::MAX;
+    const MAX_LEN: usize = u16::MAX as usize - 1;
+    #[inline]
+    fn from_usize(x: usize) -> Self {
+        x as u16
     }
-    // Pass 1: along k, nearest foreground on the row by two scans.
-    let sk = spacing[2];
-    let any = match ft.as_mut() {
-        None => out
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(mask.axis_iter(Axis(0)).into_par_iter())
-            .map(|(mut o, m)| {
-                let mut any = false;
-                for (mut orow, mrow) in o.outer_iter_mut().zip(m.outer_iter()) {
-                    let orow = orow.as_slice_mut().expect("standard layout");
-                    any |= scan_row(mrow, orow, sk, None, 0);
-                }
-                any
-            })
-            .reduce(|| false, |a, b| a | b),
-        Some(ft) => out
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(ft.axis_iter_mut(Axis(0)).into_par_iter())
-            .zip(mask.axis_iter(Axis(0)).into_par_iter())
-            .enumerate()
-            .map(|(i, ((mut o, mut f), m))| {
-                let mut any = false;
-                for (j, ((mut orow, mut frow), mrow)) in o
-                    .outer_iter_mut()
-                    .zip(f.outer_iter_mut())
-                    .zip(m.outer_iter())
-                    .enumerate()
-                {
-                    let orow = orow.as_slice_mut().expect("standard layout");
-                    let frow = frow.as_slice_mut().expect("standard layout");
-                    let base = ((i * nj + j) * nk) as u32;
-                    any |= scan_row(mrow, orow, sk, Some(frow), base);
-                }
-                any
-            })
-            .reduce(|| false, |a, b| a | b),
-    };
-    if !any {
-        out.fill(f64::INFINITY);
-        return false;
+    #[inline]
+    fn to_usize(self) -> usize {
+        self as usize
     }
-    // Pass 2 (along j, per i-slab) and pass 3 (along i, per j-slab).
-    for (axis_iter, s) in [(Axis(0), spacing[1]), (Axis(1), spacing[0])] {
-        let s2 = s * s;
-        match ft.as_mut() {
-            None => out.axis_iter_mut(axis_iter).into_par_iter().for_each_init(
-                || Scratch::new(if axis_iter == Axis(0) { nj } else { ni }),
-                |sc, o| envelope_columns(o, None, s2, sc),
-            ),
-            Some(ft) => out
-                .axis_iter_mut(axis_iter)
-                .into_par_iter()
-                .zip(ft.axis_iter_mut(axis_iter).into_par_iter())
-                .for_each_init(
-                    || Scratch::new(if axis_iter == Axis(0) { nj } else { ni }),
-                    |sc, (o, f)| envelope_columns(o, Some(f), s2, sc),
-                ),
-        }
+}
+impl Count for u32 {
+    const NONE: Self = u32::MAX;
+    const MAX_LEN: usize = u32::MAX as usize - 1;
+    #[inline]
+    fn from_usize(x: usize) -> Self {
+        x as u32
     }
-    true
+    #[inline]
+    fn to_usize(self) -> usize {
+        self as usize
+    }
 }
 
-/// Pass 1 on one row: squared distance (mm^2) to the nearest `true` on the row, infinity if none.
-/// Returns whether the row has a `true`.
-fn scan_row(
-    m: ArrayView1<'_, bool>,
-    o: &mut [f64],
-    s: f64,
-    mut f: Option<&mut [u32]>,
-    base: u32,
-) -> bool {
-    let n = o.len();
-    let mut last: Option<usize> = None;
-    for (k, &v) in m.iter().enumerate() {
-        if v {
-            last = Some(k);
-            o[k] = 0.0;
-            if let Some(f) = f.as_deref_mut() {
-                f[k] = base + k as u32;
+/// Pass A: for every voxel, the index `i'` of the nearest foreground voxel on its `i`-line
+/// (`C::NONE` if the line is empty), by a forward and a backward sweep over `i`-slices (which
+/// reads memory contiguously). Returns whether any voxel is foreground.
+fn pass_a<C: Count>(mask: ArrayView3<'_, bool>, near: &mut Array3<C>) -> bool {
+    let ni = mask.shape()[0];
+    near.axis_iter_mut(Axis(1))
+        .into_par_iter()
+        .zip(mask.axis_iter(Axis(1)).into_par_iter())
+        .map(|(mut nv, mv)| {
+            // nv, mv: [ni, nk]
+            let mut any = false;
+            let nk = mv.shape()[1];
+            let mut last = vec![C::NONE; nk];
+            for i in 0..ni {
+                let mrow = mv.row(i);
+                let mut nrow = nv.row_mut(i);
+                let ci = C::from_usize(i);
+                for ((l, &m), n) in last.iter_mut().zip(mrow.iter()).zip(nrow.iter_mut()) {
+                    if m {
+                        *l = ci;
+                    }
+                    *n = *l;
+                }
             }
-        } else {
-            match last {
-                Some(l) => {
-                    let d = (k - l) as f64 * s;
-                    o[k] = d * d;
-                    if let Some(f) = f.as_deref_mut() {
-                        f[k] = base + l as u32;
+            let mut next = vec![C::NONE; nk];
+            for i in (0..ni).rev() {
+                let mrow = mv.row(i);
+                let mut nrow = nv.row_mut(i);
+                let ci = C::from_usize(i);
+                for ((nx, &m), n) in next.iter_mut().zip(mrow.iter()).zip(nrow.iter_mut()) {
+                    if m {
+                        *nx = ci;
+                        any = true;
+                    } else if *nx != C::NONE {
+                        let up = nx.to_usize() - i;
+                        if *n == C::NONE || up < i - n.to_usize() {
+                            *n = *nx;
+                        }
                     }
                 }
-                None => o[k] = f64::INFINITY,
             }
-        }
-    }
-    let Some(_) = last else {
-        return false;
-    };
-    let mut next: Option<usize> = None;
-    for (k, &v) in m.iter().enumerate().rev() {
-        if v {
-            next = Some(k);
-        } else if let Some(nx) = next {
-            let d = (nx - k) as f64 * s;
-            let d = d * d;
-            if d < o[k] {
-                o[k] = d;
-                if let Some(f) = f.as_deref_mut() {
-                    f[k] = base + nx as u32;
-                }
-            }
-        }
-    }
-    debug_assert!(n == m.len());
-    true
+            any
+        })
+        .reduce(|| false, |a, b| a | b)
 }
 
-/// Per-task scratch buffers for the envelope passes.
+/// Per-task scratch buffers for one `i`-slab.
 pub(crate) struct Scratch {
-    /// Gathered input values, `TILE` columns of length `n`, column-major.
+    /// Gathered input values of a tile, `TILE` columns of length `nj`, column-major.
     f: Vec<f64>,
-    /// Output values, same layout.
+    /// Output values of a tile, same layout.
     d: Vec<f64>,
-    /// Gathered feature indices.
+    /// Gathered / output feature indices of a tile.
     fi: Vec<u32>,
-    /// Output feature indices.
     fo: Vec<u32>,
-    /// Parabola apexes.
+    /// The slab after pass B, `[nj, nk]` row-major.
+    g: Vec<f64>,
+    /// Its features (linear indices), when the feature transform is wanted.
+    gf: Vec<u32>,
+    /// Parabola apexes and left boundaries.
     v: Vec<usize>,
-    /// Parabola left boundaries.
     z: Vec<f64>,
 }
 
 impl Scratch {
-    pub(crate) fn new(n: usize) -> Self {
+    fn new(nj: usize, nk: usize, with_ft: bool) -> Self {
+        let n = nj.max(nk);
+        let ft_len = |x: usize| if with_ft { x } else { 0 };
         Scratch {
-            f: vec![0.0; n * TILE],
-            d: vec![0.0; n * TILE],
-            fi: Vec::new(),
-            fo: Vec::new(),
+            f: vec![0.0; nj * TILE],
+            d: vec![0.0; nj * TILE],
+            fi: vec![0; ft_len(nj * TILE)],
+            fo: vec![0; ft_len(nj * TILE)],
+            g: vec![0.0; nj * nk],
+            gf: vec![0; ft_len(nj * nk)],
             v: vec![0; n],
             z: vec![0.0; n + 1],
         }
     }
 }
 
-/// Runs the 1D lower-envelope transform along axis 0 of `a` (shape `[n, m]`) for each of its
-/// `m` columns, in place; the feature transform, when given, follows the chosen parabolas.
-fn envelope_columns(
-    mut a: ArrayViewMut2<'_, f64>,
-    mut ft: Option<ArrayViewMut2<'_, u32>>,
-    s2: f64,
+/// Pass B on slab `i`: from the pass-A indices `near` (`[nj, nk]`), computes into `sc.g` the
+/// squared distance to the nearest foreground voxel of the slab's `(i, j)` plane projection,
+/// i.e. `min_j' (i - near[j', k])^2 si^2 + (j - j')^2 sj^2`, and into `sc.gf` the features.
+fn pass_b<C: Count>(
+    near: ArrayView2<'_, C>,
+    i: usize,
+    spacing: [f64; 3],
+    with_ft: bool,
     sc: &mut Scratch,
 ) {
-    let (n, m) = a.dim();
-    if ft.is_some() && sc.fi.len() < n * TILE {
-        sc.fi = vec![0; n * TILE];
-        sc.fo = vec![0; n * TILE];
-    }
+    let (nj, nk) = near.dim();
+    let s2 = spacing[1] * spacing[1];
+    let si = spacing[0];
     let mut c0 = 0;
-    while c0 < m {
-        let w = TILE.min(m - c0);
-        // Gather.
+    while c0 < nk {
+        let w = TILE.min(nk - c0);
         let mut any_finite = [false; TILE];
-        for (r, row) in a.slice(s![.., c0..c0 + w]).outer_iter().enumerate() {
+        for (r, row) in near.slice(s![.., c0..c0 + w]).outer_iter().enumerate() {
             for (c, &x) in row.iter().enumerate() {
-                sc.f[c * n + r] = x;
-                any_finite[c] |= x != f64::INFINITY;
-            }
-        }
-        if let Some(ft) = ft.as_ref() {
-            for (r, row) in ft.slice(s![.., c0..c0 + w]).outer_iter().enumerate() {
-                for (c, &x) in row.iter().enumerate() {
-                    sc.fi[c * n + r] = x;
+                let idx = c * nj + r;
+                if x == C::NONE {
+                    sc.f[idx] = f64::INFINITY;
+                } else {
+                    let ip = x.to_usize();
+                    let d = (ip.abs_diff(i)) as f64 * si;
+                    sc.f[idx] = d * d;
+                    any_finite[c] = true;
+                    if with_ft {
+                        sc.fi[idx] = ((ip * nj + r) * nk + c0 + c) as u32;
+                    }
                 }
             }
         }
         for (c, &finite) in any_finite.iter().enumerate().take(w) {
-            let range = c * n..(c + 1) * n;
+            let range = c * nj..(c + 1) * nj;
             if !finite {
                 sc.d[range].fill(f64::INFINITY);
                 continue;
             }
-            if ft.is_some() {
-                envelope_1d(
-                    &sc.f[range.clone()],
-                    &mut sc.d[range.clone()],
-                    s2,
-                    &mut sc.v,
-                    &mut sc.z,
-                    Some((&sc.fi[range.clone()], &mut sc.fo[range])),
-                );
+            let feat = if with_ft {
+                Some((&sc.fi[range.clone()], &mut sc.fo[range.clone()]))
             } else {
-                envelope_1d(
+                None
+            };
+            let (v, z) = (&mut sc.v[..], &mut sc.z[..]);
+            let count = build_envelope(&sc.f[range.clone()], s2, v, z);
+            if count == 0 {
+                sc.d[range].fill(f64::INFINITY);
+            } else {
+                eval_envelope(
                     &sc.f[range.clone()],
-                    &mut sc.d[range],
                     s2,
-                    &mut sc.v,
-                    &mut sc.z,
-                    None,
+                    v,
+                    z,
+                    count,
+                    &mut sc.d[range],
+                    feat,
                 );
             }
         }
-        // Scatter.
-        for (r, mut row) in a.slice_mut(s![.., c0..c0 + w]).outer_iter_mut().enumerate() {
-            for (c, x) in row.iter_mut().enumerate() {
-                *x = sc.d[c * n + r];
+        for r in 0..nj {
+            let grow = &mut sc.g[r * nk + c0..r * nk + c0 + w];
+            for (c, x) in grow.iter_mut().enumerate() {
+                *x = sc.d[c * nj + r];
             }
-        }
-        if let Some(ft) = ft.as_mut() {
-            for (r, mut row) in ft
-                .slice_mut(s![.., c0..c0 + w])
-                .outer_iter_mut()
-                .enumerate()
-            {
-                for (c, x) in row.iter_mut().enumerate() {
-                    *x = sc.fo[c * n + r];
+            if with_ft {
+                let frow = &mut sc.gf[r * nk + c0..r * nk + c0 + w];
+                for (c, x) in frow.iter_mut().enumerate() {
+                    *x = sc.fo[c * nj + r];
                 }
             }
         }
@@ -328,22 +285,173 @@ fn envelope_columns(
     }
 }
 
-/// 1D lower envelope: `d[q] = min_p f[p] + s2 * (q - p)^2` over finite `f[p]`
-/// (Felzenszwalb-Huttenlocher). `f` must contain at least one finite value.
+/// Core: writes the squared EDT of `mask` into `out` (standard layout, same shape) and, when
+/// given, the feature transform into `ft`. Returns `false` (and leaves `out` filled with
+/// infinity) when the mask is empty. Spacing must already be validated.
+pub(crate) fn squared_edt_into(
+    mask: ArrayView3<'_, bool>,
+    spacing: [f64; 3],
+    out: ArrayViewMut3<'_, f64>,
+    ft: Option<ArrayViewMut3<'_, u32>>,
+) -> bool {
+    if mask.shape()[0] <= u16::MAX_LEN {
+        squared_edt_into_c::<u16>(mask, spacing, out, ft)
+    } else {
+        squared_edt_into_c::<u32>(mask, spacing, out, ft)
+    }
+}
+
+fn squared_edt_into_c<C: Count>(
+    mask: ArrayView3<'_, bool>,
+    spacing: [f64; 3],
+    mut out: ArrayViewMut3<'_, f64>,
+    mut ft: Option<ArrayViewMut3<'_, u32>>,
+) -> bool {
+    debug_assert_eq!(mask.shape(), out.shape());
+    let [_, nj, nk] = [mask.shape()[0], mask.shape()[1], mask.shape()[2]];
+    if mask.is_empty() {
+        return false;
+    }
+    let mut near = Array3::<C>::from_elem(mask.raw_dim(), C::NONE);
+    if !pass_a(mask, &mut near) {
+        out.fill(f64::INFINITY);
+        return false;
+    }
+    let with_ft = ft.is_some();
+    let sk2 = spacing[2] * spacing[2];
+    let slab = |sc: &mut Scratch,
+                i: usize,
+                mut o: ArrayViewMut2<'_, f64>,
+                f: Option<ArrayViewMut2<'_, u32>>| {
+        pass_b(near.index_axis(Axis(0), i), i, spacing, with_ft, sc);
+        let mut f = f;
+        for j in 0..nj {
+            let g = &sc.g[j * nk..(j + 1) * nk];
+            let mut orow = o.row_mut(j);
+            let orow = orow.as_slice_mut().expect("standard layout");
+            let count = build_envelope(g, sk2, &mut sc.v, &mut sc.z);
+            if count == 0 {
+                orow.fill(f64::INFINITY);
+                continue;
+            }
+            match f.as_mut() {
+                None => eval_envelope(g, sk2, &sc.v, &sc.z, count, orow, None),
+                Some(f) => {
+                    let mut frow = f.row_mut(j);
+                    let frow = frow.as_slice_mut().expect("standard layout");
+                    let gf = &sc.gf[j * nk..(j + 1) * nk];
+                    eval_envelope(g, sk2, &sc.v, &sc.z, count, orow, Some((gf, frow)));
+                }
+            }
+        }
+    };
+    match ft.as_mut() {
+        None => out
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each_init(
+                || Scratch::new(nj, nk, false),
+                |sc, (i, o)| slab(sc, i, o, None),
+            ),
+        Some(ft) => out
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(ft.axis_iter_mut(Axis(0)).into_par_iter())
+            .enumerate()
+            .for_each_init(
+                || Scratch::new(nj, nk, true),
+                |sc, (i, (o, f))| slab(sc, i, o, Some(f)),
+            ),
+    }
+    true
+}
+
+/// Squared distances (mm^2) from every `true` voxel of `query` to the nearest `true` voxel of
+/// `target`, in the row-major order of the query voxels. Both masks must have the same shape.
+/// `None` if `target` is empty. Only the rows holding query voxels get the last pass, and the
+/// full distance map is never stored (two bytes per voxel of working memory plus one slab per
+/// thread).
+#[allow(dead_code)] // used by the surface-distance module
+pub(crate) fn squared_distances_at(
+    target: ArrayView3<'_, bool>,
+    query: ArrayView3<'_, bool>,
+    spacing: [f64; 3],
+) -> Option<Vec<f64>> {
+    if target.shape()[0] <= u16::MAX_LEN {
+        squared_distances_at_c::<u16>(target, query, spacing)
+    } else {
+        squared_distances_at_c::<u32>(target, query, spacing)
+    }
+}
+
+fn squared_distances_at_c<C: Count>(
+    target: ArrayView3<'_, bool>,
+    query: ArrayView3<'_, bool>,
+    spacing: [f64; 3],
+) -> Option<Vec<f64>> {
+    debug_assert_eq!(target.shape(), query.shape());
+    let [_, nj, nk] = [target.shape()[0], target.shape()[1], target.shape()[2]];
+    if target.is_empty() {
+        return None;
+    }
+    let mut near = Array3::<C>::from_elem(target.raw_dim(), C::NONE);
+    if !pass_a(target, &mut near) {
+        return None;
+    }
+    let sk2 = spacing[2] * spacing[2];
+    let per_slab: Vec<Vec<f64>> = query
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .map_init(
+            || None,
+            |sc: &mut Option<Scratch>, (i, q)| {
+                let mut res = Vec::new();
+                if !q.iter().any(|&x| x) {
+                    return res;
+                }
+                let sc = sc.get_or_insert_with(|| Scratch::new(nj, nk, false));
+                pass_b(near.index_axis(Axis(0), i), i, spacing, false, sc);
+                for (j, qrow) in q.outer_iter().enumerate() {
+                    if !qrow.iter().any(|&x| x) {
+                        continue;
+                    }
+                    let g = &sc.g[j * nk..(j + 1) * nk];
+                    let count = build_envelope(g, sk2, &mut sc.v, &mut sc.z);
+                    let mut idx = 0usize;
+                    for (k, &x) in qrow.iter().enumerate() {
+                        if !x {
+                            continue;
+                        }
+                        if count == 0 {
+                            res.push(f64::INFINITY);
+                            continue;
+                        }
+                        let kf = k as f64;
+                        while idx + 1 < count && sc.z[idx + 1] < kf {
+                            idx += 1;
+                        }
+                        let p = sc.v[idx];
+                        let off = kf - p as f64;
+                        res.push(g[p] + sk2 * off * off);
+                    }
+                }
+                res
+            },
+        )
+        .collect();
+    Some(per_slab.concat())
+}
+
+/// Builds the lower envelope of the parabolas `y = f[p] + s2 (x - p)^2` over finite `f[p]`
+/// (Felzenszwalb-Huttenlocher): apexes in `v[..count]`, left boundaries in `z[..count]`
+/// (index units). Returns `count` (0 if every `f` is infinite).
 #[inline]
-pub(crate) fn envelope_1d(
-    f: &[f64],
-    d: &mut [f64],
-    s2: f64,
-    v: &mut [usize],
-    z: &mut [f64],
-    mut feat: Option<(&[u32], &mut [u32])>,
-) {
-    let n = f.len();
+pub(crate) fn build_envelope(f: &[f64], s2: f64, v: &mut [usize], z: &mut [f64]) -> usize {
     let inv_s2 = 1.0 / s2;
     let mut count = 0usize;
-    for q in 0..n {
-        let fq = f[q];
+    for (q, &fq) in f.iter().enumerate() {
         if fq == f64::INFINITY {
             continue;
         }
@@ -352,7 +460,7 @@ pub(crate) fn envelope_1d(
         while count > 0 {
             let p = v[count - 1];
             let pf = p as f64;
-            // Abscissa (in index units) where the parabolas of p and q meet.
+            // Abscissa (index units) where the parabolas of p and q meet.
             let x = ((fq - f[p]) * inv_s2 + (qf * qf - pf * pf)) / (2.0 * (qf - pf));
             if x <= z[count - 1] {
                 count -= 1;
@@ -362,10 +470,24 @@ pub(crate) fn envelope_1d(
             }
         }
         v[count] = q;
-        z[count] = if count == 0 { f64::NEG_INFINITY } else { sect };
+        z[count] = sect;
         count += 1;
     }
-    debug_assert!(count > 0);
+    count
+}
+
+/// Evaluates an envelope from [`build_envelope`] at every index: `d[q] = f[p] + s2 (q - p)^2`
+/// for the parabola `p` covering `q`; copies the features of the chosen parabolas.
+#[inline]
+pub(crate) fn eval_envelope(
+    f: &[f64],
+    s2: f64,
+    v: &[usize],
+    z: &[f64],
+    count: usize,
+    d: &mut [f64],
+    mut feat: Option<(&[u32], &mut [u32])>,
+) {
     let mut idx = 0usize;
     for (q, dq) in d.iter_mut().enumerate() {
         let qf = q as f64;
@@ -507,6 +629,42 @@ mod tests {
             .unwrap();
         let seq = pool.install(|| squared_edt(m.view(), sp).unwrap());
         assert_eq!(par, seq);
+    }
+
+    #[test]
+    fn distances_at_queries_match_brute_force() {
+        let mut rng = Rng(4242);
+        for trial in 0..40 {
+            let sh = [
+                1 + (rng.next() % 8) as usize,
+                1 + (rng.next() % 8) as usize,
+                1 + (rng.next() % 20) as usize,
+            ];
+            let sp = [
+                0.2 + 2.0 * rng.unit(),
+                0.2 + 2.0 * rng.unit(),
+                0.2 + 2.0 * rng.unit(),
+            ];
+            let t = random_mask(&mut rng, sh, [0.02, 0.1, 0.5][trial % 3]);
+            let q = random_mask(&mut rng, sh, 0.3);
+            let got = squared_distances_at(t.view(), q.view(), sp);
+            if !t.iter().any(|&x| x) {
+                assert!(got.is_none());
+                continue;
+            }
+            let bf = brute_force_squared_edt(t.view(), sp);
+            let want: Vec<f64> = bf
+                .iter()
+                .zip(q.iter())
+                .filter(|(_, &x)| x)
+                .map(|(d, _)| *d)
+                .collect();
+            let got = got.unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert_relative_eq!(*a, *b, max_relative = 1e-12, epsilon = 1e-12);
+            }
+        }
     }
 
     #[test]
