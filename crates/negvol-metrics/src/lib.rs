@@ -16,5 +16,6 @@
 
 pub mod edt;
 mod error;
+pub mod surface;
 
 pub use error::{MetricsError, Result};
