@@ -452,7 +452,7 @@ mod tests {
         m.slice_mut(s![1..4, 1..5, 1..6]).fill(true);
         let b6 = boundary_voxels(m.view(), Connectivity::Six);
         let n6 = b6.iter().filter(|&&x| x).count();
-        assert_eq!(n6, 3 * 4 * 5 - 1 * 2 * 3);
+        assert_eq!(n6, 3 * 4 * 5 - 2 * 3);
         let b26 = boundary_voxels(m.view(), Connectivity::TwentySix);
         assert_eq!(b26, b6);
         // Border voxels count as boundary.
