@@ -1,7 +1,8 @@
 //! # negvol-volume
 //!
 //! Volumes with geometry for the negvol toolkit: [`Geometry`] (shape, spacing and the 4x4
-//! voxel-to-world affine) and [`Volume<T>`] (an `ndarray::Array3<T>` plus its geometry).
+//! voxel-to-world affine) and [`Volume<T>`] (an `ndarray::Array3<T>` plus its geometry), with
+//! NIfTI-1/NIfTI-2 reading and writing.
 //!
 //! Conventions (shared by every negvol crate):
 //! - index order is NIfTI's `(i, j, k)`; an array has shape `[ni, nj, nk]` in standard
@@ -17,11 +18,57 @@
 //! assert!((g.voxel_volume_mm3() - 0.128).abs() < 1e-12);
 //! assert_eq!(g.voxel_to_world([1.0, 0.0, 1.0]), [0.4, 0.0, 0.8]);
 //! ```
+//!
+//! ## NIfTI
+//!
+//! [`read_nifti`] reads `.nii` and `.nii.gz` (gzip detected from the bytes), NIfTI-1 and
+//! NIfTI-2, either byte order, every integer and float datatype, into the voxel type you ask
+//! for, with `scl_slope`/`scl_inter` applied. The affine is the sform if `sform_code > 0`,
+//! else the qform if `qform_code > 0`, else `diag(pixdim)` (NIfTI "method 1"). 4D files are
+//! refused by [`read_nifti`] and read frame by frame with [`read_nifti_frame`]. Headers that
+//! claim more than [`NiftiReadOptions::max_voxels`] voxels are refused before anything is
+//! allocated. Every failure is a [`VolumeError`] that names the file.
+//!
+//! [`write_nifti`] writes NIfTI-1, little-endian, the datatype of `T` (or another one with
+//! [`write_nifti_as`]), the affine as both sform and qform (code 1, scanner anatomical),
+//! spacing in `pixdim`, units mm, gzip when the name ends in `.gz`, atomically (temporary file
+//! in the same directory, then rename). Masks are `Volume<bool>`, stored as u8 0/1
+//! ([`write_mask`], [`read_mask`]).
+//!
+//! ```
+//! use negvol_volume::*;
+//! # fn main() -> Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! // A 0.3 mm LPS grid, as DICOM-derived CTs often are.
+//! let a = [[-0.3, 0.0, 0.0, 20.0], [0.0, -0.3, 0.0, 30.0], [0.0, 0.0, 0.3, -5.0], [0.0, 0.0, 0.0, 1.0]];
+//! let g = Geometry::new([8, 8, 4], a)?;
+//! let ct = Volume::new(ndarray::Array3::<f32>::from_elem((8, 8, 4), -1000.0), g)?;
+//! let path = dir.path().join("ct.nii.gz");
+//! write_nifti_as(&path, &ct, NiftiDtype::I16)?; // stored as int16 HU
+//! let back = read_nifti::<f32>(&path)?;
+//! assert_eq!(back.data(), ct.data());
+//! assert_eq!(back.geometry().orientation_code(), "LPS");
+//! assert_eq!(read_nifti_header(&path)?.dtype(), Some(NiftiDtype::I16));
+//! # Ok(())
+//! # }
+//! ```
+//!
+#![warn(missing_docs)]
+// Small fixed-size matrix code reads best with explicit indices.
+#![allow(clippy::needless_range_loop)]
 
 mod error;
 mod geometry;
+mod nifti_io;
+mod scalar;
 mod volume;
 
 pub use error::{Result, VolumeError};
 pub use geometry::Geometry;
+pub use nifti_io::{
+    read_mask, read_nifti, read_nifti_frame, read_nifti_header, read_nifti_with, write_mask,
+    write_nifti, write_nifti_as, write_nifti_with, AffineSource, Endianness, NiftiHeader,
+    NiftiReadOptions, NiftiWriteOptions, DEFAULT_MAX_VOXELS,
+};
+pub use scalar::{NiftiDtype, NiftiScalar};
 pub use volume::Volume;
