@@ -296,4 +296,3 @@ pub fn evaluate_labels(
     }
     Ok(out)
 }
-
