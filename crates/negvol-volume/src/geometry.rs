@@ -188,19 +188,21 @@ impl Geometry {
     }
 
     /// Three-letter orientation code (e.g. `"RAS"`, `"LPS"`): for each voxel axis, the
-    /// anatomical direction that increasing index points to most closely (nibabel's
-    /// `aff2axcodes` convention).
+    /// anatomical direction that increasing index points to (nibabel's `aff2axcodes`
+    /// convention). For oblique grids the axes are matched to world axes as a whole (the
+    /// permutation with the largest summed |cosine|), so the code always names each world
+    /// axis exactly once, even for 45-degree obliques.
+    ///
+    /// ```
+    /// let g = negvol_volume::Geometry::from_spacing([2, 2, 2], [1.0, -1.0, 1.0]).unwrap();
+    /// assert_eq!(g.orientation_code(), "RPS");
+    /// ```
     pub fn orientation_code(&self) -> String {
+        let (world, sign) = self.axis_assignment();
         let mut code = String::with_capacity(3);
         for a in 0..3 {
-            let d = self.axis_direction(a);
-            let (w, _) = d
-                .iter()
-                .enumerate()
-                .map(|(w, v)| (w, v.abs()))
-                .fold((0, -1.0), |b, x| if x.1 > b.1 { x } else { b });
-            let pos = d[w] >= 0.0;
-            code.push(match (w, pos) {
+            let pos = sign[a] > 0.0;
+            code.push(match (world[a], pos) {
                 (0, true) => 'R',
                 (0, false) => 'L',
                 (1, true) => 'A',
@@ -210,6 +212,49 @@ impl Geometry {
             });
         }
         code
+    }
+
+    /// For each voxel axis, the world axis (0 = x/R, 1 = y/A, 2 = z/S) it is matched to and
+    /// the sign (+1 or -1) of that match: the axis permutation that maximises the summed
+    /// absolute direction cosines (ties broken towards the identity).
+    pub fn axis_assignment(&self) -> ([usize; 3], [f64; 3]) {
+        const PERMS: [[usize; 3]; 6] = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        let d = [
+            self.axis_direction(0),
+            self.axis_direction(1),
+            self.axis_direction(2),
+        ];
+        let mut best = (PERMS[0], f64::NEG_INFINITY);
+        for p in PERMS {
+            let score: f64 = (0..3).map(|a| d[a][p[a]].abs()).sum();
+            if score > best.1 + 1e-12 {
+                best = (p, score);
+            }
+        }
+        let p = best.0;
+        let sign = [
+            if d[0][p[0]] >= 0.0 { 1.0 } else { -1.0 },
+            if d[1][p[1]] >= 0.0 { 1.0 } else { -1.0 },
+            if d[2][p[2]] >= 0.0 { 1.0 } else { -1.0 },
+        ];
+        (p, sign)
+    }
+
+    /// World position (RAS+ mm) of the centre of the grid's field of view.
+    pub fn center_world(&self) -> [f64; 3] {
+        let s = self.shape;
+        self.voxel_to_world([
+            (s[0] as f64 - 1.0) / 2.0,
+            (s[1] as f64 - 1.0) / 2.0,
+            (s[2] as f64 - 1.0) / 2.0,
+        ])
     }
 
     /// Ok if `other` has the same shape and (within `tol_mm`) the same affine; else an error
@@ -303,6 +348,36 @@ mod tests {
         }
         assert_eq!(g.orientation_code(), "RAI");
         assert_eq!(g.superior_axis(), (2, -1.0));
+    }
+
+    #[test]
+    fn orientation_code_is_a_permutation_even_at_45_degrees() {
+        let h = std::f64::consts::FRAC_1_SQRT_2;
+        // Axes 0 and 1 both at 45 degrees between R and A.
+        let a = [
+            [h, -h, 0.0, 0.0],
+            [h, h, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let g = Geometry::new([2, 2, 2], a).unwrap();
+        let code = g.orientation_code();
+        let mut letters: Vec<char> = code.chars().collect();
+        letters.sort_unstable();
+        assert!(code == "RAS" || code == "ALS", "{code}");
+        assert_eq!(letters.len(), 3);
+        let lps = Geometry::new(
+            [2, 2, 2],
+            [
+                [0.0, -1.0, 0.0, 0.0],
+                [0.0, 0.0, -2.0, 0.0],
+                [3.0, 0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        )
+        .unwrap();
+        assert_eq!(lps.orientation_code(), "SLP");
+        assert_eq!(lps.axis_assignment(), ([2, 0, 1], [1.0, -1.0, -1.0]));
     }
 
     #[test]

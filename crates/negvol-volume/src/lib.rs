@@ -60,6 +60,8 @@
 mod error;
 mod geometry;
 mod nifti_io;
+mod reorient;
+mod resample;
 mod scalar;
 mod volume;
 
@@ -70,5 +72,7 @@ pub use nifti_io::{
     write_nifti, write_nifti_as, write_nifti_with, AffineSource, Endianness, NiftiHeader,
     NiftiReadOptions, NiftiWriteOptions, DEFAULT_MAX_VOXELS,
 };
+pub use reorient::{parse_orientation_code, reorient, reorient_to_ras, AxisTransform};
+pub use resample::{resample, resample_to_spacing, spacing_geometry, Interpolation};
 pub use scalar::{NiftiDtype, NiftiScalar};
 pub use volume::Volume;
