@@ -56,6 +56,6 @@ pub use pair::{
     evaluate_labels, evaluate_pair, DistanceMetrics, EvalOptions, LabelMetrics, PairMetrics,
 };
 pub use probabilistic::{cross_entropy, cross_entropy_multiclass};
-pub use report::{Report, Summary};
+pub use report::{csv_table, CaseRow, Report, Summary};
 pub use surface::{BoundingBox, Connectivity};
 pub use value::{MetricValue, Note};

@@ -120,3 +120,97 @@ mod tests {
         assert_relative_eq!(s.std.unwrap(), var.sqrt());
     }
 }
+
+/// One row of a per-case table: a case name, an optional label and its named values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRow {
+    /// Case name (e.g. the file name).
+    pub case: String,
+    /// The label, for label maps.
+    pub label: Option<u8>,
+    /// Named metric values.
+    pub values: Vec<(String, MetricValue)>,
+}
+
+/// CSV text of the rows: columns `case,label,<metrics...>,notes`; an undefined value is an
+/// empty cell and `notes` lists `metric=note` for every undefined or conventional value.
+/// Case names containing a comma or quote are quoted (RFC 4180).
+pub fn csv_table(rows: &[CaseRow]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for r in rows {
+        for (n, _) in &r.values {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::from("case,label");
+    for n in &names {
+        out.push(',');
+        out.push_str(n);
+    }
+    out.push_str(",notes\n");
+    for r in rows {
+        out.push_str(&quote(&r.case));
+        out.push(',');
+        if let Some(l) = r.label {
+            out.push_str(&l.to_string());
+        }
+        let mut notes = Vec::new();
+        for n in &names {
+            out.push(',');
+            if let Some((_, v)) = r.values.iter().find(|(k, _)| k == n) {
+                if let Some(x) = v.value {
+                    out.push_str(&format!("{x}"));
+                }
+                if let Some(note) = v.note {
+                    let s = serde_json::to_string(&note).unwrap_or_default();
+                    notes.push(format!("{n}={}", s.trim_matches('"')));
+                }
+            }
+        }
+        out.push(',');
+        out.push_str(&quote(&notes.join(";")));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_and_notes() {
+        let rows = vec![
+            CaseRow {
+                case: "a,b".into(),
+                label: Some(1),
+                values: vec![
+                    ("dice".into(), MetricValue::defined(0.5)),
+                    ("hd".into(), MetricValue::undefined(Note::EmptyPrediction)),
+                ],
+            },
+            CaseRow {
+                case: "c".into(),
+                label: None,
+                values: vec![(
+                    "dice".into(),
+                    MetricValue::conventional(1.0, Note::BothEmpty),
+                )],
+            },
+        ];
+        let s = csv_table(&rows);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "case,label,dice,hd,notes");
+        assert_eq!(lines[1], "\"a,b\",1,0.5,,hd=empty_prediction");
+        assert_eq!(lines[2], "c,,1,,dice=both_empty");
+    }
+}
