@@ -63,7 +63,9 @@ mod nifti_io;
 mod reorient;
 mod resample;
 mod scalar;
+mod stl;
 mod volume;
+mod voxelize;
 
 pub use error::{Result, VolumeError};
 pub use geometry::Geometry;
@@ -75,4 +77,6 @@ pub use nifti_io::{
 pub use reorient::{parse_orientation_code, reorient, reorient_to_ras, AxisTransform};
 pub use resample::{resample, resample_to_spacing, spacing_geometry, Interpolation};
 pub use scalar::{NiftiDtype, NiftiScalar};
+pub use stl::{read_stl, write_stl, TriMesh};
 pub use volume::Volume;
+pub use voxelize::{voxelize, voxelize_with, FillRule, VoxelizeOptions};
