@@ -1,0 +1,293 @@
+//! [`NvConfig`]: every parameter of the pipeline, serialisable, with defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NvError, Result};
+
+/// How the negative volume is derived from the two bones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Method {
+    /// Normal-ray inflation of the condyle head clipped by the temporal bone (DESIGN.md steps
+    /// 1-3): the reference method.
+    #[default]
+    Rays,
+    /// Voxel-only method: a free voxel `x` is NV if its nearest head point `a` and its nearest
+    /// TB point `b` (exact EDT feature transforms) satisfy
+    /// `|a-x| + |x-b| <= (1 + between_eps) |a-b|` and `|a-b| <= between_max_width_mm`.
+    Between,
+}
+
+/// What to do when a voxel is in both MC and TB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OverlapPolicy {
+    /// Stop with [`NvError::MasksOverlap`] (default: a voxel cannot be both bones, so the
+    /// segmentation is wrong and the user should know).
+    #[default]
+    Error,
+    /// Shared voxels count as condyle; the report records how many there were.
+    PreferMc,
+    /// Shared voxels count as temporal bone; the report records how many there were.
+    PreferTb,
+}
+
+/// How the volume is split into the patient's left and right joints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SideSplit {
+    /// A plane in world (RAS+ mm) coordinates: voxels with `(x - point) . normal >= 0` are the
+    /// patient's right (for the default `normal = [1, 0, 0]`, world `+x` is the patient's right).
+    WorldPlane {
+        /// A point of the mid-sagittal plane, world mm.
+        point: [f64; 3],
+        /// The plane normal, pointing to the patient's right (need not be unit length).
+        normal: [f64; 3],
+    },
+    /// The plane through the centre of the volume, perpendicular to the voxel axis closest to
+    /// left-right (for volumes whose affine does not put the mid-sagittal plane at `x = 0`).
+    VolumeCentre,
+    /// No split: the whole volume is one joint (reported as side `whole`).
+    None,
+}
+
+impl Default for SideSplit {
+    fn default() -> Self {
+        SideSplit::WorldPlane {
+            point: [0.0; 3],
+            normal: [1.0, 0.0, 0.0],
+        }
+    }
+}
+
+/// Every parameter of the negative-volume pipeline (DESIGN.md, "The negative volume").
+///
+/// Lengths are in millimetres of the world (RAS+) frame, so results do not depend on the voxel
+/// spacing or orientation. The defaults are the ones validated on the phantoms.
+///
+/// ```
+/// let cfg = negvol::NvConfig::default();
+/// assert_eq!(cfg.head_depth_mm, 10.0);
+/// let json = serde_json::to_string(&cfg).unwrap();
+/// let back: negvol::NvConfig = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back, cfg);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NvConfig {
+    /// Derivation method (default [`Method::Rays`]).
+    pub method: Method,
+    /// The condyle head is the part of MC within this distance (mm, along superior) of MC's
+    /// most superior point. Default 10 mm (DESIGN.md).
+    pub head_depth_mm: f64,
+    /// Rays are marched at most this far (mm) from the head surface; the working box is the
+    /// head's bounding box grown by this much on every side. Default 30 mm (the paper's 3 cm
+    /// box).
+    pub max_distance_mm: f64,
+    /// Rays whose gap to TB (head surface to TB surface, mm) exceeds this sweep nothing. Real
+    /// temporal bone extends sideways, so low, lateral rays meet bone far outside the joint;
+    /// this limit keeps the NV in the joint. Default 6 mm: the phantoms' joint space is 1.5 to
+    /// 4 mm across the fossa, and their TB slab extends well beyond the fossa; gaps up to about
+    /// 1.5x the widest joint space still lie in the fossa, while rays meeting the slab beyond
+    /// the fossa rim travel more than 6 mm (see the crate README/report for the sweep).
+    pub max_gap_mm: f64,
+    /// Ray step in mm; `None` = a quarter of the smallest voxel spacing. Must not exceed half
+    /// of the smallest spacing (DESIGN.md: steps of at most half a voxel).
+    pub step_mm: Option<f64>,
+    /// Standard deviation (mm) of the Gaussian that smooths the signed distance field of MC
+    /// before its gradient gives the surface normals. Default 1.0 mm: removes the voxel
+    /// staircase (0.4 mm) while keeping the head's curvature (radius about 5-10 mm).
+    pub normal_sigma_mm: f64,
+    /// Radius (mm) of the ellipsoidal structuring element of the morphological closing that
+    /// fills gaps between diverging rays; `None` = 1.5 x the largest voxel spacing; `Some(0)`
+    /// disables the closing.
+    pub closing_radius_mm: Option<f64>,
+    /// World direction of "superior"; `None` = RAS+ `+z` (from the affine, which maps voxels
+    /// to RAS+ world coordinates). Set it when the affine is not trustworthy.
+    pub superior: Option<[f64; 3]>,
+    /// How the volume is split into left and right joints (default: the plane world `x = 0`).
+    pub side_split: SideSplit,
+    /// What to do with voxels that are in both MC and TB (default: error).
+    pub overlap: OverlapPolicy,
+    /// [`Method::Between`]: relative slack of the ellipse condition. Default 0.1, which
+    /// tolerates the half-voxel offset of EDT feature points on a 0.4 mm grid at 1.5-4 mm
+    /// joint spaces.
+    pub between_eps: f64,
+    /// [`Method::Between`]: largest head-to-TB distance (mm) that counts as joint space;
+    /// `None` = `max_gap_mm`.
+    pub between_max_width_mm: Option<f64>,
+    /// Keep only the NV connected components (6-connectivity) that touch both MC and TB
+    /// (DESIGN.md step 3). Default true.
+    pub keep_touching_components: bool,
+}
+
+impl Default for NvConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Rays,
+            head_depth_mm: 10.0,
+            max_distance_mm: 30.0,
+            max_gap_mm: 6.0,
+            step_mm: None,
+            normal_sigma_mm: 1.0,
+            closing_radius_mm: None,
+            superior: None,
+            side_split: SideSplit::default(),
+            overlap: OverlapPolicy::Error,
+            between_eps: 0.1,
+            between_max_width_mm: None,
+            keep_touching_components: true,
+        }
+    }
+}
+
+fn bad(field: &'static str, value: impl std::fmt::Debug, reason: &'static str) -> NvError {
+    NvError::InvalidConfig {
+        field,
+        value: format!("{value:?}"),
+        reason,
+    }
+}
+
+fn positive(field: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, v, "must be finite and > 0"))
+    }
+}
+
+fn unit(field: &'static str, v: [f64; 3]) -> Result<[f64; 3]> {
+    let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    if n.is_finite() && n > 1e-12 {
+        Ok([v[0] / n, v[1] / n, v[2] / n])
+    } else {
+        Err(bad(field, v, "must be a finite, non-zero vector"))
+    }
+}
+
+impl NvConfig {
+    /// Checks every field; returns the first invalid one as [`NvError::InvalidConfig`].
+    pub fn validate(&self) -> Result<()> {
+        positive("head_depth_mm", self.head_depth_mm)?;
+        positive("max_distance_mm", self.max_distance_mm)?;
+        positive("max_gap_mm", self.max_gap_mm)?;
+        if self.max_gap_mm > self.max_distance_mm {
+            return Err(bad(
+                "max_gap_mm",
+                self.max_gap_mm,
+                "must not exceed max_distance_mm",
+            ));
+        }
+        if let Some(s) = self.step_mm {
+            positive("step_mm", s)?;
+        }
+        if !(self.normal_sigma_mm.is_finite() && self.normal_sigma_mm >= 0.0) {
+            return Err(bad(
+                "normal_sigma_mm",
+                self.normal_sigma_mm,
+                "must be finite and >= 0",
+            ));
+        }
+        if let Some(r) = self.closing_radius_mm {
+            if !(r.is_finite() && r >= 0.0) {
+                return Err(bad("closing_radius_mm", r, "must be finite and >= 0"));
+            }
+        }
+        if let Some(s) = self.superior {
+            unit("superior", s)?;
+        }
+        if let SideSplit::WorldPlane { point, normal } = &self.side_split {
+            unit("side_split.normal", *normal)?;
+            if point.iter().any(|v| !v.is_finite()) {
+                return Err(bad("side_split.point", point, "must be finite"));
+            }
+        }
+        if !(self.between_eps.is_finite() && self.between_eps >= 0.0) {
+            return Err(bad(
+                "between_eps",
+                self.between_eps,
+                "must be finite and >= 0",
+            ));
+        }
+        if let Some(w) = self.between_max_width_mm {
+            positive("between_max_width_mm", w)?;
+        }
+        Ok(())
+    }
+
+    /// Unit superior direction in world coordinates.
+    pub(crate) fn superior_unit(&self) -> Result<[f64; 3]> {
+        unit("superior", self.superior.unwrap_or([0.0, 0.0, 1.0]))
+    }
+
+    /// The ray step (mm) for a grid whose smallest spacing is `min_spacing`.
+    pub(crate) fn step_for(&self, min_spacing: f64) -> Result<f64> {
+        match self.step_mm {
+            None => Ok(0.25 * min_spacing),
+            Some(s) if s <= 0.5 * min_spacing + 1e-12 => Ok(s),
+            Some(s) => Err(bad(
+                "step_mm",
+                s,
+                "must be at most half of the smallest voxel spacing",
+            )),
+        }
+    }
+
+    /// The closing radius (mm) for a grid whose largest spacing is `max_spacing`.
+    pub(crate) fn closing_for(&self, max_spacing: f64) -> f64 {
+        self.closing_radius_mm.unwrap_or(1.5 * max_spacing)
+    }
+
+    /// The largest joint width of the "between" method.
+    pub(crate) fn between_width(&self) -> f64 {
+        self.between_max_width_mm.unwrap_or(self.max_gap_mm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = NvConfig::default();
+        c.validate().unwrap();
+        let j = serde_json::to_string_pretty(&c).unwrap();
+        assert!(j.contains("\"method\": \"rays\""), "{j}");
+        let back: NvConfig = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, c);
+        // Partial configs fill in defaults.
+        let p: NvConfig = serde_json::from_str(r#"{"method":"between","max_gap_mm":5}"#).unwrap();
+        assert_eq!(p.method, Method::Between);
+        assert_eq!(p.max_gap_mm, 5.0);
+        assert_eq!(p.head_depth_mm, 10.0);
+        assert!(serde_json::from_str::<NvConfig>(r#"{"max_gapp":5}"#).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut c = NvConfig {
+            head_depth_mm: -1.0,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("head_depth_mm"), "{e}");
+        c.head_depth_mm = 10.0;
+        c.max_gap_mm = 40.0;
+        assert!(c.validate().unwrap_err().to_string().contains("max_gap_mm"));
+        c.max_gap_mm = 6.0;
+        c.superior = Some([0.0; 3]);
+        assert!(c.validate().unwrap_err().to_string().contains("superior"));
+        c.superior = None;
+        c.step_mm = Some(0.3);
+        c.validate().unwrap();
+        assert!(c.step_for(0.4).is_err());
+        assert!((c.step_for(0.8).unwrap() - 0.3).abs() < 1e-12);
+        c.normal_sigma_mm = f64::NAN;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,923 @@
+//! The pipeline: [`derive_nv`].
+
+use ndarray::{Array3, ArrayView3, Axis, Zip};
+use negvol_metrics::edt::{feature_transform, squared_edt};
+use negvol_volume::{Geometry, Volume};
+use rayon::prelude::*;
+
+use crate::grid::{self, dot, Bbox, Lin};
+use crate::report::{
+    asymmetry_index, Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, WidthStats,
+};
+use crate::{Method, NvConfig, NvError, OverlapPolicy, Result, SideSplit};
+
+/// One ray that met TB within `max_gap_mm`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RayRecord {
+    /// Head-surface voxel the ray starts from (full-grid index).
+    pub origin_voxel: [usize; 3],
+    /// Unit outward normal (world).
+    pub direction: [f64; 3],
+    /// Joint-space width along the ray (mm).
+    pub width_mm: f64,
+}
+
+/// Per-side products that are not part of the JSON report.
+#[derive(Debug, Clone)]
+pub struct SideOutput {
+    /// Which joint.
+    pub side: Side,
+    /// Joint-space width (mm) per head-surface voxel whose ray met TB within reach, on the
+    /// grid of the head's bounding box (its own geometry, so it can be written as a NIfTI
+    /// that overlays the input). Voxels without a measured ray hold 0.
+    pub width_map: Option<Volume<f32>>,
+    /// The rays that met TB within reach.
+    pub rays: Vec<RayRecord>,
+}
+
+/// The result of [`derive_nv`].
+#[derive(Debug, Clone)]
+pub struct NvResult {
+    /// The NV mask on the input grid (both sides).
+    pub nv: Volume<bool>,
+    /// Per-side width maps and rays.
+    pub sides: Vec<SideOutput>,
+    /// Measurements and explanations (serialisable).
+    pub report: NvReport,
+}
+
+impl NvResult {
+    /// The NV mask, or [`NvError::NoNegativeVolume`] listing why each side has none.
+    pub fn require_nv(&self) -> Result<&Volume<bool>> {
+        if self.report.sides.iter().any(|s| s.has_nv) {
+            return Ok(&self.nv);
+        }
+        let reasons = self
+            .report
+            .sides
+            .iter()
+            .map(|s| {
+                let why: Vec<&str> = s.issues.iter().map(|i| i.message.as_str()).collect();
+                format!("{}: {}", s.side.name(), why.join("; "))
+            })
+            .collect::<Vec<_>>()
+            .join(" | ");
+        Err(NvError::NoNegativeVolume { reasons })
+    }
+}
+
+/// Signed plane `c0 + c . ijk` in world mm; `>= 0` is the patient's right.
+#[derive(Debug, Clone, Copy)]
+struct SidePlane {
+    c0: f64,
+    c: [f64; 3],
+}
+
+impl SidePlane {
+    fn new(g: &Geometry, split: &SideSplit) -> Option<Self> {
+        let (point, normal) = match split {
+            SideSplit::None => return None,
+            SideSplit::WorldPlane { point, normal } => (*point, *normal),
+            SideSplit::VolumeCentre => {
+                let sh = g.shape();
+                let c = [0, 1, 2].map(|a| (sh[a] as f64 - 1.0) / 2.0);
+                (g.voxel_to_world(c), [1.0, 0.0, 0.0])
+            }
+        };
+        let lin = Lin::of(g);
+        let a = g.affine();
+        let t = [a[0][3], a[1][3], a[2][3]];
+        // (A ijk + t - p) . n
+        let c = [0, 1, 2].map(|ax| {
+            let col = lin.apply(match ax {
+                0 => [1.0, 0.0, 0.0],
+                1 => [0.0, 1.0, 0.0],
+                _ => [0.0, 0.0, 1.0],
+            });
+            dot(col, normal)
+        });
+        let c0 = dot([t[0] - point[0], t[1] - point[1], t[2] - point[2]], normal);
+        Some(Self { c0, c })
+    }
+    #[inline]
+    fn side(&self, p: [usize; 3]) -> Side {
+        let v =
+            self.c0 + self.c[0] * p[0] as f64 + self.c[1] * p[1] as f64 + self.c[2] * p[2] as f64;
+        if v >= 0.0 {
+            Side::Right
+        } else {
+            Side::Left
+        }
+    }
+}
+
+fn side_of(plane: &Option<SidePlane>, p: [usize; 3]) -> Side {
+    match plane {
+        None => Side::Whole,
+        Some(pl) => pl.side(p),
+    }
+}
+
+/// Per-side summary of the condyle from one scan of the full mask.
+#[derive(Debug, Clone, Copy)]
+struct McScan {
+    count: usize,
+    bbox: Bbox,
+    top_s: f64,
+    top: [usize; 3],
+}
+
+impl McScan {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            bbox: Bbox::empty(),
+            top_s: f64::NEG_INFINITY,
+            top: [0; 3],
+        }
+    }
+    fn merge(mut self, o: McScan) -> McScan {
+        self.count += o.count;
+        self.bbox = self.bbox.union(&o.bbox);
+        if o.top_s > self.top_s {
+            self.top_s = o.top_s;
+            self.top = o.top;
+        }
+        self
+    }
+}
+
+fn side_index(s: Side) -> usize {
+    match s {
+        Side::Left => 0,
+        Side::Right => 1,
+        Side::Whole => 2,
+    }
+}
+
+/// Superior coordinate `s(ijk) = c0 + c . ijk` (world mm along the superior direction).
+#[derive(Debug, Clone, Copy)]
+struct Height {
+    c0: f64,
+    c: [f64; 3],
+}
+
+impl Height {
+    fn new(g: &Geometry, sup: [f64; 3]) -> Self {
+        let lin = Lin::of(g);
+        let a = g.affine();
+        let c = [
+            dot(lin.apply([1.0, 0.0, 0.0]), sup),
+            dot(lin.apply([0.0, 1.0, 0.0]), sup),
+            dot(lin.apply([0.0, 0.0, 1.0]), sup),
+        ];
+        Self {
+            c0: dot([a[0][3], a[1][3], a[2][3]], sup),
+            c,
+        }
+    }
+    #[inline]
+    fn at(&self, p: [usize; 3]) -> f64 {
+        self.c0 + self.c[0] * p[0] as f64 + self.c[1] * p[1] as f64 + self.c[2] * p[2] as f64
+    }
+}
+
+/// Scans a full-size mask once (in parallel over `i` planes): per side count, bbox, top.
+fn scan(mask: ArrayView3<bool>, plane: &Option<SidePlane>, h: &Height) -> [McScan; 3] {
+    mask.axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .fold(
+            || [McScan::new(); 3],
+            |mut acc, (i, pl)| {
+                for ((j, k), &m) in pl.indexed_iter() {
+                    if m {
+                        let p = [i, j, k];
+                        let s = &mut acc[side_index(side_of(plane, p))];
+                        s.count += 1;
+                        s.bbox.add(p);
+                        let z = h.at(p);
+                        if z > s.top_s {
+                            s.top_s = z;
+                            s.top = p;
+                        }
+                    }
+                }
+                acc
+            },
+        )
+        .reduce(
+            || [McScan::new(); 3],
+            |a, b| [a[0].merge(b[0]), a[1].merge(b[1]), a[2].merge(b[2])],
+        )
+}
+
+/// Count and first voxel of `mc & tb`.
+fn overlap(mc: ArrayView3<bool>, tb: ArrayView3<bool>) -> (usize, Option<[usize; 3]>) {
+    let per_plane: Vec<(usize, Option<[usize; 3]>)> = mc
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .zip(tb.axis_iter(Axis(0)).into_par_iter())
+        .enumerate()
+        .map(|(i, (a, b))| {
+            let mut n = 0;
+            let mut first = None;
+            Zip::indexed(&a).and(&b).for_each(|(j, k), &x, &y| {
+                if x && y {
+                    n += 1;
+                    if first.is_none() {
+                        first = Some([i, j, k]);
+                    }
+                }
+            });
+            (n, first)
+        })
+        .collect();
+    let n = per_plane.iter().map(|p| p.0).sum();
+    let first = per_plane.iter().find_map(|p| p.1);
+    (n, first)
+}
+
+/// Derives the negative volume of each joint from the condyle (MC) and temporal-bone (TB)
+/// masks, and measures it (DESIGN.md, "The negative volume").
+///
+/// Steps, per side of the mid-sagittal plane ([`NvConfig::side_split`]):
+/// 1. head = MC voxels within `head_depth_mm` (along superior) of MC's most superior point;
+/// 2. a working box = the head's bounding box grown by `max_distance_mm`; all further work is
+///    done on it;
+/// 3. normals = normalised gradient of the Gaussian-smoothed (`normal_sigma_mm`) signed
+///    distance field of MC (exact EDT), at each head-surface voxel (a head voxel with a
+///    6-neighbour outside MC; the cut face between head and neck casts no rays);
+/// 4. [`Method::Rays`]: from each head-surface voxel centre a ray is marched along its normal
+///    in steps of `step_mm`; it leaves the condyle and enters TB where the trilinearly
+///    interpolated masks cross 0.5. A ray that meets TB within `max_gap_mm` sweeps the free
+///    voxels it crosses; one that meets TB farther, never meets it within `max_distance_mm`,
+///    leaves the volume or re-enters the condyle sweeps nothing.
+///    [`Method::Between`]: the ellipse test on the EDT feature transforms (see [`Method`]);
+/// 5. clean-up: closing with a ball of `closing_radius_mm`, minus MC and TB, keep the
+///    6-connected components touching both bones;
+/// 6. measures: volume, ray widths (always from the rays, whichever method made the mask).
+///
+/// Side-level problems (no condyle, no TB within reach, no contact, head pointing away) are
+/// reported as [`Issue`]s in the side's report; use [`NvResult::require_nv`] to turn "no NV
+/// anywhere" into an error.
+///
+/// # Errors
+/// Invalid configuration, mismatched geometries, an empty MC or TB mask, or overlapping masks
+/// under [`OverlapPolicy::Error`].
+pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result<NvResult> {
+    cfg.validate()?;
+    let g = mc.geometry().clone();
+    let tol = 1e-3 * g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+    g.check_same(tb.geometry(), tol)
+        .map_err(|source| NvError::Geometry {
+            what: "MC vs TB".into(),
+            source,
+        })?;
+    let sup = cfg.superior_unit()?;
+    let plane = SidePlane::new(&g, &cfg.side_split);
+    let h = Height::new(&g, sup);
+
+    let mc_scan = scan(mc.view(), &plane, &h);
+    let tb_scan = scan(tb.view(), &plane, &h);
+    if mc_scan.iter().all(|s| s.count == 0) {
+        return Err(NvError::EmptyMask {
+            which: "MC",
+            shape: g.shape(),
+        });
+    }
+    if tb_scan.iter().all(|s| s.count == 0) {
+        return Err(NvError::EmptyMask {
+            which: "TB",
+            shape: g.shape(),
+        });
+    }
+    let (n_overlap, first) = overlap(mc.view(), tb.view());
+    if n_overlap > 0 && cfg.overlap == OverlapPolicy::Error {
+        return Err(NvError::MasksOverlap {
+            count: n_overlap,
+            first: first.unwrap_or([0; 3]),
+        });
+    }
+
+    let sides: Vec<Side> = match plane {
+        None => vec![Side::Whole],
+        Some(_) => vec![Side::Left, Side::Right],
+    };
+    let mut nv = Array3::from_elem(g.shape(), false);
+    let mut reports = Vec::new();
+    let mut outputs = Vec::new();
+    for &side in &sides {
+        let ctx = SideCtx {
+            g: &g,
+            mc: mc.view(),
+            tb: tb.view(),
+            cfg,
+            plane: &plane,
+            h: &h,
+            side,
+            sup,
+        };
+        let (mut rep, out, crop) =
+            ctx.run(&mc_scan[side_index(side)], &tb_scan[side_index(side)])?;
+        if n_overlap > 0 {
+            rep.issues.push(Issue::new(
+                IssueCode::OverlapResolved,
+                format!(
+                    "{n_overlap} voxel(s) were in both MC and TB; counted as {}",
+                    if cfg.overlap == OverlapPolicy::PreferMc {
+                        "MC"
+                    } else {
+                        "TB"
+                    }
+                ),
+            ));
+        }
+        if let Some((b, m)) = crop {
+            Zip::from(nv.slice_mut(b.slice()))
+                .and(&m)
+                .for_each(|o, &v| *o |= v);
+        }
+        reports.push(rep);
+        outputs.push(out);
+    }
+    let total = reports.iter().map(|r| r.nv_volume_mm3).sum();
+    let asymmetry = match (
+        reports.iter().find(|r| r.side == Side::Left),
+        reports.iter().find(|r| r.side == Side::Right),
+    ) {
+        (Some(l), Some(r)) => match asymmetry_index(l.nv_volume_mm3, r.nv_volume_mm3) {
+            Some(i) => Asymmetry {
+                index: Some(i),
+                note: if l.has_nv && r.has_nv {
+                    None
+                } else {
+                    Some("only one side has an NV: the index is 1 by definition".into())
+                },
+            },
+            None => Asymmetry {
+                index: None,
+                note: Some("neither side has an NV".into()),
+            },
+        },
+        _ => Asymmetry {
+            index: None,
+            note: Some("the volume was not split into left and right (side_split = none)".into()),
+        },
+    };
+    let report = NvReport {
+        config: cfg.clone(),
+        shape: g.shape(),
+        spacing: g.spacing(),
+        orientation: g.orientation_code(),
+        overlap_voxels: n_overlap,
+        sides: reports,
+        total_volume_mm3: total,
+        asymmetry,
+    };
+    let nv = Volume::new(nv, g).map_err(|source| NvError::Geometry {
+        what: "NV".into(),
+        source,
+    })?;
+    Ok(NvResult {
+        nv,
+        sides: outputs,
+        report,
+    })
+}
+
+struct SideCtx<'a> {
+    g: &'a Geometry,
+    mc: ArrayView3<'a, bool>,
+    tb: ArrayView3<'a, bool>,
+    cfg: &'a NvConfig,
+    plane: &'a Option<SidePlane>,
+    h: &'a Height,
+    side: Side,
+    sup: [f64; 3],
+}
+
+/// Outcome of one ray.
+enum Ray {
+    Hit { exit: f64, entry: f64 },
+    TooLong(f64),
+    Missed,
+    LeftVolume,
+    Blocked,
+}
+
+impl SideCtx<'_> {
+    fn in_side(&self, p: [usize; 3]) -> bool {
+        side_of(self.plane, p) == self.side
+    }
+
+    /// MC and TB of this side on box `b` (overlap resolved per policy).
+    fn crop_masks(&self, b: &Bbox) -> (Array3<bool>, Array3<bool>) {
+        let sh = b.shape();
+        let mut mc = Array3::from_elem(sh, false);
+        let mut tb = Array3::from_elem(sh, false);
+        let src_mc = self.mc.slice(b.slice());
+        let src_tb = self.tb.slice(b.slice());
+        let lo = b.lo;
+        let prefer_mc = self.cfg.overlap == OverlapPolicy::PreferMc;
+        Zip::indexed(&mut mc)
+            .and(&mut tb)
+            .and(&src_mc)
+            .and(&src_tb)
+            .par_for_each(|(i, j, k), m, t, &sm, &st| {
+                if (sm || st) && self.in_side([lo[0] + i, lo[1] + j, lo[2] + k]) {
+                    *m = sm && (prefer_mc || !st);
+                    *t = st && !(*m);
+                }
+            });
+        (mc, tb)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        mcs: &McScan,
+        tbs: &McScan,
+    ) -> Result<(SideReport, SideOutput, Option<(Bbox, Array3<bool>)>)> {
+        let cfg = self.cfg;
+        let g = self.g;
+        let mut rep = SideReport::empty(self.side);
+        let mut out = SideOutput {
+            side: self.side,
+            width_map: None,
+            rays: Vec::new(),
+        };
+        rep.mc_voxels = mcs.count;
+        if mcs.count == 0 {
+            rep.issues.push(Issue::new(
+                IssueCode::NoCondyle,
+                format!("no condyle (MC) voxel on the {} side", self.side.name()),
+            ));
+            return Ok((rep, out, None));
+        }
+        rep.head_top_world = Some(g.voxel_to_world(mcs.top.map(|v| v as f64)));
+        // 1. Head and working box.
+        let cut = mcs.top_s - cfg.head_depth_mm;
+        let mut head_box = Bbox::empty();
+        {
+            let sub = self.mc.slice(mcs.bbox.slice());
+            for ((i, j, k), &m) in sub.indexed_iter() {
+                let p = [mcs.bbox.lo[0] + i, mcs.bbox.lo[1] + j, mcs.bbox.lo[2] + k];
+                if m && self.in_side(p) && self.h.at(p) >= cut {
+                    head_box.add(p);
+                }
+            }
+        }
+        let shape = g.shape();
+        let crop = head_box.grow(grid::margin_voxels(g, cfg.max_distance_mm), shape);
+        rep.crop_lo = Some(crop.lo);
+        rep.crop_hi = Some(crop.hi);
+        let cg = grid::crop_geometry(g, &crop);
+        let lin = Lin::of(&cg);
+        let (mc_c, tb_c) = self.crop_masks(&crop);
+        let hb = head_box.relative_to(&crop);
+        let csh = crop.shape();
+        let mut head = Array3::from_elem(csh, false);
+        let ch = Height::new(&cg, self.sup);
+        Zip::indexed(head.slice_mut(hb.slice()))
+            .and(mc_c.slice(hb.slice()))
+            .for_each(|(i, j, k), o, &m| {
+                *o = m && ch.at([hb.lo[0] + i, hb.lo[1] + j, hb.lo[2] + k]) >= cut;
+            });
+        rep.head_voxels = grid::count(head.view());
+        let n_tb = grid::count(tb_c.view());
+        if n_tb == 0 {
+            rep.issues.push(Issue::new(
+                IssueCode::NoTemporalBone,
+                format!(
+                    "no temporal-bone (TB) voxel within max_distance_mm = {} mm of the condyle \
+                     head on the {} side (TB voxels on this side: {})",
+                    cfg.max_distance_mm,
+                    self.side.name(),
+                    tbs.count
+                ),
+            ));
+            return Ok((rep, out, None));
+        }
+        // Fraction of TB in the box above the head's top (for the "points away" check).
+        let tb_above = Zip::indexed(&tb_c).fold(0usize, |a, (i, j, k), &t| {
+            a + (t && ch.at([i, j, k]) > mcs.top_s) as usize
+        }) as f64
+            / n_tb as f64;
+
+        // 2. Head surface and normals.
+        let surface: Vec<[usize; 3]> = {
+            let mut v = Vec::new();
+            for ((i, j, k), &m) in head.slice(hb.slice()).indexed_iter() {
+                if !m {
+                    continue;
+                }
+                let p = [hb.lo[0] + i, hb.lo[1] + j, hb.lo[2] + k];
+                let boundary = [0usize, 1, 2].iter().any(|&a| {
+                    let full = p[a] + crop.lo[a];
+                    full == 0 || full + 1 >= shape[a] || {
+                        let mut q = p;
+                        q[a] -= 1;
+                        let mut r = p;
+                        r[a] += 1;
+                        !mc_c[q] || !mc_c[r]
+                    }
+                });
+                if boundary {
+                    v.push(p);
+                }
+            }
+            v
+        };
+        let normals = self.normals(&mc_c, &hb, &surface, &cg, &lin)?;
+
+        // 3. Rays.
+        let spacing = g.spacing();
+        let min_sp = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max_sp = spacing.iter().cloned().fold(0.0, f64::max);
+        let step = cfg.step_for(min_sp)?;
+        let outcomes: Vec<Option<Ray>> = surface
+            .par_iter()
+            .zip(normals.par_iter())
+            .map(|(p, n)| {
+                n.map(|n| march(&mc_c, &tb_c, *p, lin.apply_inv(n), step, cfg, &crop, shape))
+            })
+            .collect();
+        let mut counts = RayCounts::default();
+        let mut swept = Array3::from_elem(csh, false);
+        let mut widths = Vec::new();
+        let mut nearest_long = f64::INFINITY;
+        let mut wmap = Array3::<f32>::zeros(hb.shape());
+        for ((p, n), o) in surface.iter().zip(&normals).zip(&outcomes) {
+            let (Some(n), Some(o)) = (n, o) else {
+                counts.no_normal += 1;
+                continue;
+            };
+            counts.cast += 1;
+            match *o {
+                Ray::Hit { exit, entry } => {
+                    counts.hit += 1;
+                    let w = entry - exit;
+                    widths.push(w);
+                    wmap[[p[0] - hb.lo[0], p[1] - hb.lo[1], p[2] - hb.lo[2]]] = w as f32;
+                    out.rays.push(RayRecord {
+                        origin_voxel: [0, 1, 2].map(|a| p[a] + crop.lo[a]),
+                        direction: *n,
+                        width_mm: w,
+                    });
+                    if cfg.method == Method::Rays {
+                        let dv = lin.apply_inv(*n);
+                        let mut t = exit;
+                        while t < entry {
+                            let q = [0, 1, 2].map(|a| p[a] as f64 + t * dv[a]);
+                            if let Some(v) = grid::nearest(q, &csh) {
+                                if !mc_c[v] && !tb_c[v] {
+                                    swept[v] = true;
+                                }
+                            }
+                            t += step;
+                        }
+                    }
+                }
+                Ray::TooLong(w) => {
+                    counts.too_long += 1;
+                    nearest_long = nearest_long.min(w);
+                }
+                Ray::Missed => counts.missed += 1,
+                Ray::LeftVolume => counts.left_volume += 1,
+                Ray::Blocked => counts.blocked += 1,
+            }
+        }
+        rep.rays = counts.clone();
+        if !widths.is_empty() {
+            let n = widths.len() as f64;
+            rep.width = Some(WidthStats {
+                mean_mm: widths.iter().sum::<f64>() / n,
+                min_mm: widths.iter().cloned().fold(f64::INFINITY, f64::min),
+                max_mm: widths.iter().cloned().fold(0.0, f64::max),
+                rays: widths.len(),
+            });
+        }
+        let head_geo = grid::crop_geometry(g, &head_box);
+        out.width_map = Volume::new(wmap, head_geo).ok();
+        if counts.hit == 0 {
+            let away = tb_above < 0.5;
+            let msg = if nearest_long.is_finite() {
+                format!(
+                    "no ray from the {} condyle head met TB within max_gap_mm = {} mm ({} rays \
+                     cast; the nearest TB along a ray was {:.2} mm away)",
+                    self.side.name(),
+                    cfg.max_gap_mm,
+                    counts.cast,
+                    nearest_long
+                )
+            } else {
+                format!(
+                    "no ray from the {} condyle head met TB within max_distance_mm = {} mm ({} \
+                     rays cast: {} missed, {} left the volume, {} re-entered the condyle)",
+                    self.side.name(),
+                    cfg.max_distance_mm,
+                    counts.cast,
+                    counts.missed,
+                    counts.left_volume,
+                    counts.blocked
+                )
+            };
+            rep.issues.push(Issue::new(IssueCode::NoContact, msg));
+            if away {
+                rep.issues.push(Issue::new(
+                    IssueCode::HeadPointsAway,
+                    format!(
+                        "only {:.0}% of the nearby TB lies above the condyle's top: the head \
+                         points away from the temporal bone (check the affine / superior \
+                         direction, or whether MC and TB are swapped)",
+                        100.0 * tb_above
+                    ),
+                ));
+            }
+            return Ok((rep, out, None));
+        }
+
+        // 4. The NV candidate set on a sub-box.
+        let (mut cand, cb) = match cfg.method {
+            Method::Rays => {
+                let mut b = Bbox::empty();
+                for ((i, j, k), &s) in swept.indexed_iter() {
+                    if s {
+                        b.add([i, j, k]);
+                    }
+                }
+                (swept, b)
+            }
+            Method::Between => {
+                let b = self.between(&mc_c, &tb_c, &head, &hb, &lin, spacing)?;
+                let mut bb = Bbox::empty();
+                for ((i, j, k), &s) in b.indexed_iter() {
+                    if s {
+                        bb.add([i, j, k]);
+                    }
+                }
+                (b, bb)
+            }
+        };
+        // 5. Clean-up.
+        let r = cfg.closing_for(max_sp);
+        let mut removed = 0;
+        if !cb.is_empty() {
+            let offs = grid::ball_offsets(&lin, spacing, r);
+            let m =
+                [0, 1, 2].map(|a| offs.iter().map(|o| o[a].unsigned_abs()).max().unwrap_or(0) + 1);
+            let wb = cb.grow(m, csh);
+            if offs.len() > 1 {
+                let closed = grid::closing(cand.slice(wb.slice()), &offs);
+                cand.slice_mut(wb.slice()).assign(&closed);
+            }
+            Zip::from(cand.slice_mut(wb.slice()))
+                .and(mc_c.slice(wb.slice()))
+                .and(tb_c.slice(wb.slice()))
+                .for_each(|c, &m, &t| *c = *c && !m && !t);
+            if cfg.keep_touching_components {
+                let sub = cand.slice(wb.slice()).to_owned();
+                let (lab, n) = grid::label6(sub.view());
+                let mut touch = vec![(false, false); n as usize + 1];
+                for ((i, j, k), &l) in lab.indexed_iter() {
+                    if l == 0 {
+                        continue;
+                    }
+                    let p = [wb.lo[0] + i, wb.lo[1] + j, wb.lo[2] + k];
+                    for q in grid::neighbours6(p, csh) {
+                        touch[l as usize].0 |= mc_c[q];
+                        touch[l as usize].1 |= tb_c[q];
+                    }
+                }
+                removed = touch[1..].iter().filter(|t| !(t.0 && t.1)).count();
+                Zip::from(cand.slice_mut(wb.slice()))
+                    .and(&lab)
+                    .for_each(|c, &l| {
+                        if l > 0 {
+                            let t = touch[l as usize];
+                            *c = t.0 && t.1;
+                        }
+                    });
+            }
+        }
+        if removed > 0 {
+            rep.issues.push(Issue::new(
+                IssueCode::ComponentsRemoved,
+                format!("{removed} NV component(s) not touching both bones were removed"),
+            ));
+        }
+        let n = grid::count(cand.view());
+        if n == 0 {
+            rep.issues.push(Issue::new(
+                IssueCode::NoComponentTouchingBoth,
+                format!(
+                    "{} rays met TB but no swept region touches both MC and TB after clean-up",
+                    counts.hit
+                ),
+            ));
+            return Ok((rep, out, None));
+        }
+        let mut c = [0.0; 3];
+        for ((i, j, k), &v) in cand.indexed_iter() {
+            if v {
+                c[0] += i as f64;
+                c[1] += j as f64;
+                c[2] += k as f64;
+            }
+        }
+        rep.nv_centroid_world = Some(cg.voxel_to_world(c.map(|x| x / n as f64)));
+        rep.has_nv = true;
+        rep.nv_voxels = n;
+        rep.nv_volume_mm3 = n as f64 * g.voxel_volume_mm3();
+        Ok((rep, out, Some((crop, cand))))
+    }
+
+    /// Unit outward normals (world) at the surface voxels, from the smoothed SDF of MC.
+    fn normals(
+        &self,
+        mc_c: &Array3<bool>,
+        hb: &Bbox,
+        surface: &[[usize; 3]],
+        cg: &Geometry,
+        lin: &Lin,
+    ) -> Result<Vec<Option<[f64; 3]>>> {
+        let sp = cg.spacing();
+        let sigma = self.cfg.normal_sigma_mm;
+        let nb = hb.grow(
+            grid::margin_voxels(
+                cg,
+                3.0 * sigma + 2.0 * sp.iter().cloned().fold(0.0, f64::max),
+            ),
+            mc_c.dim().into(),
+        );
+        let sub = mc_c.slice(nb.slice());
+        let outside = squared_edt(sub, sp)?;
+        let inv = sub.map(|&m| !m);
+        let inside = if inv.iter().any(|&v| v) {
+            squared_edt(inv.view(), sp)?
+        } else {
+            Array3::zeros(sub.raw_dim())
+        };
+        let mut sdf = Array3::<f32>::zeros(sub.raw_dim());
+        Zip::from(&mut sdf)
+            .and(&outside)
+            .and(&inside)
+            .for_each(|s, &o, &i| *s = (o.sqrt() - i.sqrt()) as f32);
+        grid::gaussian_smooth(&mut sdf, [0, 1, 2].map(|a| sigma / sp[a]));
+        let sh = sdf.shape().to_vec();
+        Ok(surface
+            .iter()
+            .map(|p| {
+                let q = [0, 1, 2].map(|a| p[a] - nb.lo[a]);
+                let mut gv = [0.0; 3];
+                for a in 0..3 {
+                    let mut lo = q;
+                    let mut hi = q;
+                    let mut d = 0.0;
+                    if q[a] > 0 {
+                        lo[a] -= 1;
+                        d += 1.0;
+                    }
+                    if q[a] + 1 < sh[a] {
+                        hi[a] += 1;
+                        d += 1.0;
+                    }
+                    if d > 0.0 {
+                        gv[a] = (sdf[hi] - sdf[lo]) as f64 / d;
+                    }
+                }
+                let w = lin.grad_to_world(gv);
+                let n = grid::norm(w);
+                if n > 1e-6 && n.is_finite() {
+                    Some([w[0] / n, w[1] / n, w[2] / n])
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The "between" candidate set on the working box.
+    fn between(
+        &self,
+        mc_c: &Array3<bool>,
+        tb_c: &Array3<bool>,
+        head: &Array3<bool>,
+        hb: &Bbox,
+        lin: &Lin,
+        spacing: [f64; 3],
+    ) -> Result<Array3<bool>> {
+        let cfg = self.cfg;
+        let wmax = cfg.between_width();
+        let csh: [usize; 3] = mc_c.dim().into();
+        let bb = hb.grow(grid::margin_voxels(self.g, wmax), csh);
+        let mut out = Array3::from_elem(csh, false);
+        let tb_sub = tb_c.slice(bb.slice());
+        if !tb_sub.iter().any(|&v| v) {
+            return Ok(out);
+        }
+        let (_, fa) = feature_transform(head.slice(bb.slice()), spacing)?;
+        let (_, fb) = feature_transform(tb_sub, spacing)?;
+        let bsh = bb.shape();
+        let unflat = |f: u32| {
+            let f = f as usize;
+            [f / (bsh[1] * bsh[2]), (f / bsh[2]) % bsh[1], f % bsh[2]]
+        };
+        let dist = |p: [usize; 3], q: [usize; 3]| {
+            grid::norm(lin.apply([0, 1, 2].map(|a| p[a] as f64 - q[a] as f64)))
+        };
+        let eps = cfg.between_eps;
+        Zip::indexed(out.slice_mut(bb.slice()))
+            .and(mc_c.slice(bb.slice()))
+            .and(tb_sub)
+            .and(&fa)
+            .and(&fb)
+            .par_for_each(|(i, j, k), o, &m, &t, &a, &b| {
+                if m || t {
+                    return;
+                }
+                let x = [i, j, k];
+                let (a, b) = (unflat(a), unflat(b));
+                let ab = dist(a, b);
+                *o = ab <= wmax && dist(a, x) + dist(x, b) <= (1.0 + eps) * ab;
+            });
+        Ok(out)
+    }
+}
+
+/// Marches one ray from crop voxel `p` with voxel-space direction `dv` (voxels per mm).
+#[allow(clippy::too_many_arguments)]
+fn march(
+    mc: &Array3<bool>,
+    tb: &Array3<bool>,
+    p: [usize; 3],
+    dv: [f64; 3],
+    step: f64,
+    cfg: &NvConfig,
+    crop: &Bbox,
+    full: [usize; 3],
+) -> Ray {
+    let mcv = mc.view();
+    let tbv = tb.view();
+    let sh = mc.shape();
+    let at = |t: f64| [0, 1, 2].map(|a| p[a] as f64 + t * dv[a]);
+    let mut t = 0.0;
+    let mut prev_mc = grid::trilinear(&mcv, at(0.0));
+    // Leave the condyle.
+    let exit;
+    loop {
+        t += step;
+        if t > cfg.max_distance_mm {
+            return Ray::Missed;
+        }
+        let v = grid::trilinear(&mcv, at(t));
+        if v < 0.5 {
+            exit = if prev_mc >= 0.5 {
+                t - step + step * (prev_mc - 0.5) / (prev_mc - v)
+            } else {
+                t - step
+            };
+            break;
+        }
+        prev_mc = v;
+        if t > 3.0 {
+            // Still inside the condyle 3 mm along the normal: the normal is wrong here.
+            return Ray::Blocked;
+        }
+    }
+    let mut prev_tb = grid::trilinear(&tbv, at(t));
+    if prev_tb >= 0.5 {
+        return Ray::Hit { exit, entry: exit };
+    }
+    loop {
+        t += step;
+        if t > cfg.max_distance_mm {
+            return Ray::Missed;
+        }
+        let q = at(t);
+        // Outside the working box: only possible where the box is clipped by the volume.
+        if (0..3).any(|a| q[a] < -0.5 || q[a] > sh[a] as f64 - 0.5) {
+            let on_edge = (0..3).any(|a| crop.lo[a] == 0 || crop.hi[a] == full[a]);
+            return if on_edge {
+                Ray::LeftVolume
+            } else {
+                Ray::Missed
+            };
+        }
+        let v = grid::trilinear(&tbv, q);
+        if v >= 0.5 {
+            let entry = t - step + step * (0.5 - prev_tb) / (v - prev_tb);
+            let w = entry - exit;
+            return if w <= cfg.max_gap_mm {
+                Ray::Hit { exit, entry }
+            } else {
+                Ray::TooLong(w)
+            };
+        }
+        prev_tb = v;
+        if grid::trilinear(&mcv, q) >= 0.5 {
+            return Ray::Blocked;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Serialisable results: [`NvReport`], [`SideReport`], [`Issue`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::NvConfig;
+
+/// Which joint a result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The patient's left joint (world `-x` side of the mid-sagittal plane).
+    Left,
+    /// The patient's right joint (world `+x` side).
+    Right,
+    /// The whole volume ([`crate::SideSplit::None`]).
+    Whole,
+}
+
+impl Side {
+    /// `"left"`, `"right"` or `"whole"` (used in output file names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Left => "left",
+            Side::Right => "right",
+            Side::Whole => "whole",
+        }
+    }
+}
+
+/// Machine-readable kind of an [`Issue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IssueCode {
+    /// No condyle voxel on this side.
+    NoCondyle,
+    /// No temporal-bone voxel within `max_distance_mm` of the condyle head on this side.
+    NoTemporalBone,
+    /// No ray met TB within `max_gap_mm` (the joint space is wider, or the bones do not face).
+    NoContact,
+    /// TB lies below the head's top: the head points away from TB (wrong superior direction or
+    /// affine, or swapped masks).
+    HeadPointsAway,
+    /// Rays met TB but the swept voxels formed no component touching both bones.
+    NoComponentTouchingBoth,
+    /// Voxels shared by MC and TB were assigned to one bone ([`crate::OverlapPolicy`]).
+    OverlapResolved,
+    /// Components of the swept NV that did not touch both bones were removed.
+    ComponentsRemoved,
+}
+
+/// A report entry that explains a missing or unusual result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issue {
+    /// What kind of issue.
+    pub code: IssueCode,
+    /// Human-readable explanation with the numbers involved.
+    pub message: String,
+}
+
+impl Issue {
+    pub(crate) fn new(code: IssueCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Joint-space width statistics along the rays that met TB within `max_gap_mm`.
+///
+/// The width of one ray is the distance (mm) between the points where it leaves the condyle
+/// and enters the temporal bone, each located to sub-step accuracy on the 0.5 level of the
+/// trilinearly interpolated mask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WidthStats {
+    /// Mean width over the rays (mm).
+    pub mean_mm: f64,
+    /// Smallest width (mm): the narrowest point of the joint space.
+    pub min_mm: f64,
+    /// Largest width (mm), at most `max_gap_mm`.
+    pub max_mm: f64,
+    /// Number of rays measured.
+    pub rays: usize,
+}
+
+/// What happened to the rays cast from one head surface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RayCounts {
+    /// Rays cast (one per head-surface voxel with a defined normal).
+    pub cast: usize,
+    /// Rays that met TB within `max_gap_mm`: they sweep NV.
+    pub hit: usize,
+    /// Rays that met TB farther than `max_gap_mm`: they sweep nothing.
+    pub too_long: usize,
+    /// Rays that met nothing within `max_distance_mm`.
+    pub missed: usize,
+    /// Rays that left the volume before meeting anything.
+    pub left_volume: usize,
+    /// Rays that re-entered the condyle before meeting TB.
+    pub blocked: usize,
+    /// Head-surface voxels whose smoothed-SDF gradient vanished (no normal, no ray).
+    pub no_normal: usize,
+}
+
+/// Everything measured on one joint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideReport {
+    /// Which joint.
+    pub side: Side,
+    /// Whether an NV was found on this side.
+    pub has_nv: bool,
+    /// NV voxels on this side.
+    pub nv_voxels: usize,
+    /// NV volume (mm^3) = voxels x voxel volume.
+    pub nv_volume_mm3: f64,
+    /// Centroid of the NV (world mm), if any.
+    pub nv_centroid_world: Option<[f64; 3]>,
+    /// Joint-space width along the rays, if any ray met TB within reach.
+    pub width: Option<WidthStats>,
+    /// Ray bookkeeping.
+    pub rays: RayCounts,
+    /// Condyle voxels on this side.
+    pub mc_voxels: usize,
+    /// Voxels of the condyle head.
+    pub head_voxels: usize,
+    /// The most superior condyle point (world mm), if any.
+    pub head_top_world: Option<[f64; 3]>,
+    /// Working box (voxel index range `[lo, hi)`) of this side, if there was a head.
+    pub crop_lo: Option<[usize; 3]>,
+    /// Exclusive upper corner of the working box.
+    pub crop_hi: Option<[usize; 3]>,
+    /// Why this side has no NV, or what was unusual.
+    pub issues: Vec<Issue>,
+}
+
+impl SideReport {
+    pub(crate) fn empty(side: Side) -> Self {
+        Self {
+            side,
+            has_nv: false,
+            nv_voxels: 0,
+            nv_volume_mm3: 0.0,
+            nv_centroid_world: None,
+            width: None,
+            rays: RayCounts::default(),
+            mc_voxels: 0,
+            head_voxels: 0,
+            head_top_world: None,
+            crop_lo: None,
+            crop_hi: None,
+            issues: Vec::new(),
+        }
+    }
+}
+
+/// Left/right asymmetry of the NV volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asymmetry {
+    /// `|L - R| / (L + R)` of the NV volumes; `None` when it is undefined (see `note`).
+    pub index: Option<f64>,
+    /// Why the index is undefined, if it is.
+    pub note: Option<String>,
+}
+
+/// The JSON report of one pipeline run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NvReport {
+    /// The configuration used (so the run can be reproduced from the report).
+    pub config: NvConfig,
+    /// Grid shape.
+    pub shape: [usize; 3],
+    /// Voxel spacing (mm).
+    pub spacing: [f64; 3],
+    /// Orientation code of the grid (e.g. `"RAS"`).
+    pub orientation: String,
+    /// Voxels that were in both MC and TB (resolved per `config.overlap`).
+    pub overlap_voxels: usize,
+    /// One report per joint.
+    pub sides: Vec<SideReport>,
+    /// Total NV volume over the sides (mm^3).
+    pub total_volume_mm3: f64,
+    /// Left/right asymmetry.
+    pub asymmetry: Asymmetry,
+}
+
+impl NvReport {
+    /// The report of one side, if present.
+    pub fn side(&self, side: Side) -> Option<&SideReport> {
+        self.sides.iter().find(|s| s.side == side)
+    }
+}
+
+/// Asymmetry index `|L - R| / (L + R)` of two volumes; `None` when both are 0 or not finite.
+///
+/// ```
+/// assert_eq!(negvol::asymmetry_index(30.0, 10.0), Some(0.5));
+/// assert_eq!(negvol::asymmetry_index(0.0, 0.0), None);
+/// ```
+pub fn asymmetry_index(left: f64, right: f64) -> Option<f64> {
+    let s = left + right;
+    if s > 0.0 && s.is_finite() && left >= 0.0 && right >= 0.0 {
+        Some((left - right).abs() / s)
+    } else {
+        None
+    }
+}
