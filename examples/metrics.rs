@@ -81,6 +81,8 @@ struct Args {
 }
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+/// Metrics of one file pair: one entry per label (`None` for binary masks).
+type PerLabel = Vec<(Option<u8>, PairMetrics)>;
 
 fn options(a: &Args) -> AnyResult<EvalOptions> {
     let has = |v: Variant| a.variant.contains(&v) || a.variant.contains(&Variant::All);
@@ -106,7 +108,7 @@ fn evaluate_files(
     prediction: &Path,
     a: &Args,
     opts: &EvalOptions,
-) -> AnyResult<(Vec<(Option<u8>, PairMetrics)>, f64)> {
+) -> AnyResult<(PerLabel, f64)> {
     let geometry_check = |r: &Volume<_>, p: &Volume<_>| -> AnyResult<()> {
         r.geometry()
             .check_same(p.geometry(), a.geometry_tolerance_mm)
@@ -219,7 +221,7 @@ fn run(a: Args) -> AnyResult<()> {
     if names.is_empty() {
         return Err(format!("no .nii/.nii.gz files in {}", rd.display()).into());
     }
-    let results: Vec<AnyResult<(String, Vec<(Option<u8>, PairMetrics)>)>> = names
+    let results: Vec<AnyResult<(String, PerLabel)>> = names
         .par_iter()
         .map(|n| {
             Ok((
