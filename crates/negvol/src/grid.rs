@@ -237,6 +237,7 @@ pub(crate) fn morph(mask: ArrayView3<bool>, offs: &[[isize; 3]], dilate: bool) -
 }
 
 /// Morphological closing (dilation then erosion).
+#[cfg(test)]
 pub(crate) fn closing(mask: ArrayView3<bool>, offs: &[[isize; 3]]) -> Array3<bool> {
     let d = morph(mask, offs, true);
     morph(d.view(), offs, false)

@@ -43,11 +43,15 @@
 mod config;
 mod error;
 mod grid;
+pub mod mesh;
+mod output;
 mod pipeline;
+pub mod render;
 mod report;
 
 pub use config::{Method, NvConfig, OverlapPolicy, SideSplit};
 pub use error::{NvError, Result};
+pub use output::{write_atomic, write_outputs, OutputOptions};
 pub use pipeline::{derive_nv, NvResult, RayRecord, SideOutput};
 pub use report::{
     asymmetry_index, Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, WidthStats,

@@ -536,56 +536,92 @@ impl SideCtx<'_> {
         let min_sp = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
         let max_sp = spacing.iter().cloned().fold(0.0, f64::max);
         let step = cfg.step_for(min_sp)?;
-        let outcomes: Vec<Option<Ray>> = surface
+        // Sub-voxel ray origins: `ray_density^2` per surface voxel, spread over the tangent
+        // plane at `min_spacing / ray_density`, so diverging rays still cover every voxel.
+        let nd = cfg.ray_density.max(1);
+        let offsets: Vec<(f64, f64)> = (0..nd * nd)
+            .map(|q| {
+                let f = |a: usize| ((a as f64 + 0.5) / nd as f64 - 0.5) * min_sp;
+                (f(q / nd), f(q % nd))
+            })
+            .collect();
+        let outcomes: Vec<Option<Vec<Ray>>> = surface
             .par_iter()
             .zip(normals.par_iter())
             .map(|(p, n)| {
-                n.map(|n| march(&mc_c, &tb_c, *p, lin.apply_inv(n), step, cfg, &crop, shape))
+                n.map(|n| {
+                    let (t1, t2) = tangents(n);
+                    let dv = lin.apply_inv(n);
+                    offsets
+                        .iter()
+                        .map(|&(a, b)| {
+                            let o = lin.apply_inv([0, 1, 2].map(|c| a * t1[c] + b * t2[c]));
+                            let start = [0, 1, 2].map(|c| p[c] as f64 + o[c]);
+                            march(&mc_c, &tb_c, start, dv, step, cfg, &crop, shape)
+                        })
+                        .collect()
+                })
             })
             .collect();
+        let lat_tol2 = (LATERAL_TOLERANCE * min_sp).powi(2);
         let mut counts = RayCounts::default();
         let mut swept = Array3::from_elem(csh, false);
         let mut widths = Vec::new();
         let mut nearest_long = f64::INFINITY;
         let mut wmap = Array3::<f32>::zeros(hb.shape());
         for ((p, n), o) in surface.iter().zip(&normals).zip(&outcomes) {
-            let (Some(n), Some(o)) = (n, o) else {
+            let (Some(n), Some(rays)) = (n, o) else {
                 counts.no_normal += 1;
                 continue;
             };
-            counts.cast += 1;
-            match *o {
-                Ray::Hit { exit, entry } => {
-                    counts.hit += 1;
-                    let w = entry - exit;
-                    widths.push(w);
-                    wmap[[p[0] - hb.lo[0], p[1] - hb.lo[1], p[2] - hb.lo[2]]] = w as f32;
-                    out.rays.push(RayRecord {
-                        origin_voxel: [0, 1, 2].map(|a| p[a] + crop.lo[a]),
-                        direction: *n,
-                        width_mm: w,
-                    });
-                    if cfg.method == Method::Rays {
-                        let dv = lin.apply_inv(*n);
-                        let mut t = exit;
-                        while t < entry {
-                            let q = [0, 1, 2].map(|a| p[a] as f64 + t * dv[a]);
-                            if let Some(v) = grid::nearest(q, &csh) {
-                                if !mc_c[v] && !tb_c[v] {
-                                    swept[v] = true;
+            let (t1, t2) = tangents(*n);
+            let dv = lin.apply_inv(*n);
+            let (mut wsum, mut wn) = (0.0, 0usize);
+            for (ray, &(a, b)) in rays.iter().zip(&offsets) {
+                counts.cast += 1;
+                match *ray {
+                    Ray::Hit { exit, entry } => {
+                        counts.hit += 1;
+                        let w = entry - exit;
+                        widths.push(w);
+                        wsum += w;
+                        wn += 1;
+                        if cfg.method == Method::Rays {
+                            let o = lin.apply_inv([0, 1, 2].map(|c| a * t1[c] + b * t2[c]));
+                            let mut t = exit;
+                            while t < entry {
+                                let q = [0, 1, 2].map(|c| p[c] as f64 + o[c] + t * dv[c]);
+                                if let Some(v) = grid::nearest(q, &csh) {
+                                    // Only voxels whose centre the ray passes close to: plain
+                                    // rounding would widen the NV rim by half a voxel.
+                                    let d = lin.apply([0, 1, 2].map(|c| v[c] as f64 - q[c]));
+                                    let along = dot(d, *n);
+                                    let lat2 = dot(d, d) - along * along;
+                                    if lat2 <= lat_tol2 && !mc_c[v] && !tb_c[v] {
+                                        swept[v] = true;
+                                    }
                                 }
+                                t += step;
                             }
-                            t += step;
                         }
                     }
+                    Ray::TooLong(w) => {
+                        counts.too_long += 1;
+                        nearest_long = nearest_long.min(w);
+                    }
+                    Ray::Missed => counts.missed += 1,
+                    Ray::LeftVolume => counts.left_volume += 1,
+                    Ray::Blocked => counts.blocked += 1,
                 }
-                Ray::TooLong(w) => {
-                    counts.too_long += 1;
-                    nearest_long = nearest_long.min(w);
-                }
-                Ray::Missed => counts.missed += 1,
-                Ray::LeftVolume => counts.left_volume += 1,
-                Ray::Blocked => counts.blocked += 1,
+            }
+            if wn > 0 {
+                let w = wsum / wn as f64;
+                wmap[[p[0] - hb.lo[0], p[1] - hb.lo[1], p[2] - hb.lo[2]]] = w as f32;
+                out.rays.push(RayRecord {
+                    origin_voxel: [0, 1, 2].map(|a| p[a] + crop.lo[a]),
+                    direction: *n,
+                    width_mm: w,
+                });
             }
         }
         rep.rays = counts.clone();
@@ -669,8 +705,20 @@ impl SideCtx<'_> {
                 [0, 1, 2].map(|a| offs.iter().map(|o| o[a].unsigned_abs()).max().unwrap_or(0) + 1);
             let wb = cb.grow(m, csh);
             if offs.len() > 1 {
-                let closed = grid::closing(cand.slice(wb.slice()), &offs);
-                cand.slice_mut(wb.slice()).assign(&closed);
+                // Closing with the bones as walls: dilate the NV, add the bones, erode, keep
+                // what the dilation reached. Holes between the NV and a bone are filled
+                // like holes inside the NV.
+                let d = grid::morph(cand.slice(wb.slice()), &offs, true);
+                let mut walls = d.clone();
+                Zip::from(&mut walls)
+                    .and(mc_c.slice(wb.slice()))
+                    .and(tb_c.slice(wb.slice()))
+                    .for_each(|w, &m, &t| *w = *w || m || t);
+                let e = grid::morph(walls.view(), &offs, false);
+                Zip::from(cand.slice_mut(wb.slice()))
+                    .and(&d)
+                    .and(&e)
+                    .for_each(|c, &d, &e| *c = d && e);
             }
             Zip::from(cand.slice_mut(wb.slice()))
                 .and(mc_c.slice(wb.slice()))
@@ -846,12 +894,36 @@ impl SideCtx<'_> {
     }
 }
 
+/// A swept voxel's centre lies within this fraction of the smallest spacing of a ray
+/// (perpendicular distance).
+const LATERAL_TOLERANCE: f64 = 0.5;
+
+/// Two unit vectors orthogonal to unit `n` and to each other.
+fn tangents(n: [f64; 3]) -> ([f64; 3], [f64; 3]) {
+    let h = if n[0].abs() < 0.9 {
+        [1.0, 0.0, 0.0]
+    } else {
+        [0.0, 1.0, 0.0]
+    };
+    let c = |a: [f64; 3], b: [f64; 3]| {
+        [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ]
+    };
+    let t1 = c(n, h);
+    let l = grid::norm(t1);
+    let t1 = t1.map(|v| v / l);
+    (t1, c(n, t1))
+}
+
 /// Marches one ray from crop voxel `p` with voxel-space direction `dv` (voxels per mm).
 #[allow(clippy::too_many_arguments)]
 fn march(
     mc: &Array3<bool>,
     tb: &Array3<bool>,
-    p: [usize; 3],
+    p: [f64; 3],
     dv: [f64; 3],
     step: f64,
     cfg: &NvConfig,
@@ -861,7 +933,7 @@ fn march(
     let mcv = mc.view();
     let tbv = tb.view();
     let sh = mc.shape();
-    let at = |t: f64| [0, 1, 2].map(|a| p[a] as f64 + t * dv[a]);
+    let at = |t: f64| [0, 1, 2].map(|a| p[a] + t * dv[a]);
     let mut t = 0.0;
     let mut prev_mc = grid::trilinear(&mcv, at(0.0));
     // Leave the condyle.
