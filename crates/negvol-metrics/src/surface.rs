@@ -163,36 +163,32 @@ pub fn boundary_voxels(mask: ArrayView3<'_, bool>, connectivity: Connectivity) -
 /// `[ni + 1, nj + 1, nk + 1]`.
 pub fn neighbour_codes(mask: ArrayView3<'_, bool>) -> Array3<u8> {
     let (ni, nj, nk) = mask.dim();
+    // Zero-padded u8 copy: pad[x + 1] = mask[x] on every axis.
+    let mut pad = Array3::<u8>::zeros((ni + 2, nj + 2, nk + 2));
+    Zip::from(pad.slice_mut(s![1..ni + 1, 1..nj + 1, 1..nk + 1]))
+        .and(&mask)
+        .par_for_each(|d, &m| *d = m as u8);
+    let pf = pad.as_slice().expect("standard layout");
+    let (pj, pk) = (nj + 2, nk + 2);
     let mut out = Array3::<u8>::zeros((ni + 1, nj + 1, nk + 1));
-    let m = mask.as_standard_layout();
-    let flat = m.as_slice().expect("standard layout");
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
         .for_each(|(p, mut slab)| {
             for q in 0..=nj {
                 let mut row = slab.row_mut(q);
-                for (r, code) in row.iter_mut().enumerate() {
-                    let mut c = 0u8;
-                    for a in 0..2usize {
-                        let Some(i) = (p + a).checked_sub(1).filter(|&i| i < ni) else {
-                            continue;
-                        };
-                        for b in 0..2usize {
-                            let Some(j) = (q + b).checked_sub(1).filter(|&j| j < nj) else {
-                                continue;
-                            };
-                            for cc in 0..2usize {
-                                let Some(k) = (r + cc).checked_sub(1).filter(|&k| k < nk) else {
-                                    continue;
-                                };
-                                if flat[(i * nj + j) * nk + k] {
-                                    c |= 128u8 >> (4 * a + 2 * b + cc);
-                                }
-                            }
+                let row = row.as_slice_mut().expect("standard layout");
+                // Corner (p, q, r) sees voxel (p-1+a, q-1+b, r-1+c) = pad[p+a, q+b, r+c] with
+                // bit value 128 >> (4a + 2b + c).
+                for a in 0..2 {
+                    for b in 0..2 {
+                        let base = ((p + a) * pj + (q + b)) * pk;
+                        let src = &pf[base..base + pk];
+                        let s0 = 7 - (4 * a + 2 * b) as u32;
+                        for ((o, &x0), &x1) in row.iter_mut().zip(src).zip(&src[1..]) {
+                            *o |= (x0 << s0) | (x1 << (s0 - 1));
                         }
                     }
-                    *code = c;
                 }
             }
         });
