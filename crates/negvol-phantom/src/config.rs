@@ -317,8 +317,9 @@ pub struct PhantomConfig {
     /// along superior) of the head's most superior point. Default 10 mm (the pipeline's
     /// `head_depth_mm`).
     pub truth_head_depth_mm: f64,
-    /// Sub-samples per axis for partial-volume image intensities at tissue boundaries
-    /// (1 = none; at most 8). Masks are always sampled at voxel centres.
+    /// Sub-samples per axis for partial-volume image intensities (1 = none; at most 8;
+    /// default 2). Only voxels with a 6-neighbour of another tissue class are sub-sampled;
+    /// the others take their centre's value. Masks are always sampled at voxel centres.
     pub supersample: usize,
     /// Anatomy ranges.
     pub anatomy: AnatomyConfig,
@@ -341,7 +342,7 @@ impl Default for PhantomConfig {
             width_range_mm: [1.5, 4.0],
             truth_max_gap_mm: 6.0,
             truth_head_depth_mm: 10.0,
-            supersample: 3,
+            supersample: 2,
             anatomy: AnatomyConfig::default(),
             image: ImageConfig::default(),
         }

@@ -70,7 +70,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PhantomError + '_ {
 /// Write `value` as pretty JSON atomically (temporary file in the same folder, then rename).
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
+    let mut builder = tempfile::Builder::new();
+    // Readable like any other output file (tempfile's default is 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(io_err(path))?;
     serde_json::to_writer_pretty(&mut tmp, value).map_err(|source| PhantomError::Json {
         path: path.to_path_buf(),
         source,

@@ -93,6 +93,37 @@ impl PhantomModel {
     /// voxel-centre box, since the mask would then be cut.
     pub fn truth(&self, grid: &Geometry, nv: &Volume<bool>) -> Result<PhantomTruth> {
         grid.check_same(nv.geometry(), 1e-9)?;
+        let its = self.integrate(grid)?;
+        Ok(self.assemble(grid, nv, its))
+    }
+
+    fn integrate(&self, grid: &Geometry) -> Result<Vec<truth::JointIntegral>> {
+        let cfg = self.config();
+        self.joints()
+            .iter()
+            .map(|j| {
+                let it = truth::integrate(j, cfg.truth_max_gap_mm, cfg.truth_head_depth_mm, grid);
+                match it.outside {
+                    (c, Some(p)) => Err(PhantomError::DoesNotFit(format!(
+                        "{} joint: {c} NV ray ends lie outside the {:?} grid, e.g. world \
+                         {:.2?} mm (voxel {:.1?}); enlarge fov_mm or shape",
+                        j.params().side.name(),
+                        grid.shape(),
+                        p,
+                        grid.world_to_voxel(p)
+                    ))),
+                    _ => Ok(it),
+                }
+            })
+            .collect()
+    }
+
+    fn assemble(
+        &self,
+        grid: &Geometry,
+        nv: &Volume<bool>,
+        its: Vec<truth::JointIntegral>,
+    ) -> PhantomTruth {
         let cfg = self.config();
         let mut counts = vec![0usize; self.joints().len()];
         let aff = grid.affine();
@@ -105,36 +136,30 @@ impl PhantomModel {
             }
         }
         let vv = grid.voxel_volume_mm3();
-        let mut sides = Vec::new();
-        for (n, j) in self.joints().iter().enumerate() {
-            let it = truth::integrate(j, cfg.truth_max_gap_mm, cfg.truth_head_depth_mm, grid);
-            if let (c, Some(p)) = it.outside {
-                return Err(PhantomError::DoesNotFit(format!(
-                    "{} joint: {c} NV ray ends lie outside the {:?} grid, e.g. world {:.2?} mm \
-                     (voxel {:.1?}); enlarge fov_mm or shape",
-                    j.params().side.name(),
-                    grid.shape(),
-                    p,
-                    grid.world_to_voxel(p)
-                )));
-            }
-            let top = j.head_top();
-            sides.push(SideTruth {
-                side: j.params().side,
-                params: j.params().clone(),
-                head_centre_mm: j.centre(),
-                head_top_mm: top,
-                head_top_voxel: grid.world_to_voxel(top),
-                nv_volume_mm3: it.volume,
-                nv_mask_voxels: counts[n],
-                nv_mask_volume_mm3: counts[n] as f64 * vv,
-                nv_head_area_mm2: it.area,
-                gap_mm: it.gap,
-                fossa_width_mm: it.fossa,
-                nv_bounds_mm: it.bounds,
-                integration_rays: it.rays,
-            });
-        }
+        let sides: Vec<SideTruth> = self
+            .joints()
+            .iter()
+            .zip(its)
+            .enumerate()
+            .map(|(n, (j, it))| {
+                let top = j.head_top();
+                SideTruth {
+                    side: j.params().side,
+                    params: j.params().clone(),
+                    head_centre_mm: j.centre(),
+                    head_top_mm: top,
+                    head_top_voxel: grid.world_to_voxel(top),
+                    nv_volume_mm3: it.volume,
+                    nv_mask_voxels: counts[n],
+                    nv_mask_volume_mm3: counts[n] as f64 * vv,
+                    nv_head_area_mm2: it.area,
+                    gap_mm: it.gap,
+                    fossa_width_mm: it.fossa,
+                    nv_bounds_mm: it.bounds,
+                    integration_rays: it.rays,
+                }
+            })
+            .collect();
         let asymmetry_index = (sides.len() == 2).then(|| {
             let (l, r) = (sides[0].nv_volume_mm3, sides[1].nv_volume_mm3);
             if l + r > 0.0 {
@@ -143,13 +168,13 @@ impl PhantomModel {
                 0.0
             }
         });
-        Ok(PhantomTruth {
+        PhantomTruth {
             seed: self.seed(),
             config: cfg.clone(),
             geometry: grid.clone(),
             sides,
             asymmetry_index,
-        })
+        }
     }
 }
 
@@ -166,9 +191,11 @@ impl PhantomModel {
 pub fn generate(cfg: &PhantomConfig, seed: u64) -> Result<PhantomCase> {
     let model = PhantomModel::sample(cfg, seed)?;
     let grid = cfg.geometry()?;
+    // Integrate first: a grid that cuts the NV fails before the voxel work.
+    let its = model.integrate(&grid)?;
     let (labels, image) = raster::labels_and_image(&model, &grid, seed);
     let nv = Volume::new(labels.nv, grid.clone())?;
-    let truth = model.truth(&grid, &nv)?;
+    let truth = model.assemble(&grid, &nv, its);
     Ok(PhantomCase {
         image: Volume::new(image, grid.clone())?,
         mc: Volume::new(labels.mc, grid.clone())?,

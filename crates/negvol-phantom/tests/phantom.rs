@@ -406,3 +406,73 @@ fn dataset_round_trip() {
     );
     assert_eq!(e.nv_volume_mm3[0].1, case.truth.sides[0].nv_volume_mm3);
 }
+
+/// The two truth limits do what the definition says: a shallow head depth keeps only NV above
+/// `top - depth`, and a larger max gap only adds volume.
+#[test]
+fn truth_limits_behave() {
+    let base = PhantomConfig::default();
+    let m = PhantomModel::sample(&base, 6).unwrap();
+    let g = base.geometry().unwrap();
+    let full = m.truth(&g, &m.masks(&g).unwrap().nv).unwrap().sides[0].clone();
+
+    let depth = 1.5;
+    let shallow_cfg = PhantomConfig {
+        truth_head_depth_mm: depth,
+        ..base.clone()
+    };
+    let ms = PhantomModel::sample(&shallow_cfg, 6).unwrap();
+    let nv = ms.masks(&g).unwrap().nv;
+    let shallow = ms.truth(&g, &nv).unwrap().sides[0].clone();
+    assert!(shallow.nv_volume_mm3 < 0.8 * full.nv_volume_mm3);
+    assert!(shallow.nv_volume_mm3 > 0.0);
+    let top_z = shallow.head_top_mm[2];
+    for ((i, j, k), &v) in nv.data().indexed_iter() {
+        if v {
+            let z = g.voxel_to_world([i as f64, j as f64, k as f64])[2];
+            assert!(z >= top_z - depth - 1e-9, "NV voxel at z {z}, top {top_z}");
+        }
+    }
+    assert!(shallow.nv_bounds_mm[0][2] >= top_z - depth - 1e-9);
+
+    let mut last = 0.0;
+    for gap in [4.5, 6.0, 8.0] {
+        let c = PhantomConfig {
+            truth_max_gap_mm: gap,
+            ..base.clone()
+        };
+        let mg = PhantomModel::sample(&c, 6).unwrap();
+        let t = mg.truth(&g, &mg.masks(&g).unwrap().nv).unwrap();
+        let s = &t.sides[0];
+        assert!(
+            s.nv_volume_mm3 > last,
+            "{gap}: {} <= {last}",
+            s.nv_volume_mm3
+        );
+        assert!(s.gap_mm.unwrap().max <= gap);
+        last = s.nv_volume_mm3;
+    }
+}
+
+#[test]
+fn truth_json_is_complete() {
+    let c = generate(&coarse(), 2).unwrap();
+    let v: serde_json::Value = serde_json::to_value(&c.truth).unwrap();
+    let s = &v["sides"][0];
+    for key in [
+        "side",
+        "nv_volume_mm3",
+        "head_top_mm",
+        "head_centre_mm",
+        "gap_mm",
+        "fossa_width_mm",
+        "params",
+    ] {
+        assert!(!s[key].is_null(), "{key} missing");
+    }
+    assert_eq!(s["side"], "left");
+    assert!(v["config"]["spacing"].is_array());
+    assert!(v["geometry"].is_object());
+    let back: PhantomTruth = serde_json::from_value(v).unwrap();
+    assert_eq!(back, c.truth);
+}
