@@ -1,0 +1,162 @@
+//! [`TrainConfig`]: everything that defines a training run besides the network and loss
+//! (which live in the run's model description), serde/JSON so that a run is reproduced from
+//! its file alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::infer::InferenceConfig;
+use crate::optim::{LrSchedule, OptimizerConfig};
+use crate::preprocess::Normalization;
+use crate::sampler::SamplerConfig;
+use crate::{Result, TrainError};
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// CUDA autocast to bfloat16 (no loss scaling needed). On CPU: f32.
+    Bf16,
+    /// CUDA autocast to float16 with dynamic loss scaling. On CPU: f32.
+    F16,
+}
+
+/// Validation during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValidationConfig {
+    /// Validate every this many epochs (and after the last one). 0 disables validation.
+    pub every: usize,
+    /// Stop after this many validations without a better mean Dice.
+    pub patience: Option<usize>,
+    /// Also compute HD95 (slower).
+    pub hd95: bool,
+    /// Sliding-window settings used for validation (and saved for inference).
+    pub inference: InferenceConfig,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            every: 1,
+            patience: None,
+            hd95: true,
+            inference: InferenceConfig::default(),
+        }
+    }
+}
+
+/// A training run's data handling, optimisation and bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Structures to segment, in class order (class `t + 1` is `targets[t]`), e.g. `["mc"]`.
+    pub targets: Vec<String>,
+    /// Intensity normalisation (fitted on the training cases when needed).
+    pub normalization: Normalization,
+    /// Resample every case to this spacing (mm) before training and inference.
+    pub target_spacing: Option<[f64; 3]>,
+    /// Patch sampling.
+    pub sampler: SamplerConfig,
+    /// Augmentation.
+    pub augment: AugmentConfig,
+    /// Optimiser.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    /// Forward precision.
+    pub precision: Precision,
+    /// Seed of every random choice (data, augmentation, initialisation, dropout).
+    pub seed: u64,
+    /// Validation and early stopping.
+    pub validation: ValidationConfig,
+}
+
+impl Default for TrainConfig {
+    /// The seed paper's settings: Adam 1e-4, weight decay 0.01, StepLR(30, 0.1), 100 epochs
+    /// of 80 patches of 112x144x64, batch 1, its augmentations, min-max normalisation.
+    fn default() -> Self {
+        Self {
+            targets: vec!["mc".into()],
+            normalization: Normalization::DatasetMinMax {
+                min: None,
+                max: None,
+            },
+            target_spacing: None,
+            sampler: SamplerConfig::default(),
+            augment: AugmentConfig::paper(),
+            optimizer: OptimizerConfig::default(),
+            schedule: LrSchedule::default(),
+            epochs: 100,
+            grad_clip: None,
+            precision: Precision::F32,
+            seed: 0,
+            validation: ValidationConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Check every part.
+    pub fn validate(&self) -> Result<()> {
+        if self.targets.is_empty() {
+            return Err(TrainError::Config("no target structure".into()));
+        }
+        if self.epochs == 0 {
+            return Err(TrainError::Config("epochs must be > 0".into()));
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0) {
+                return Err(TrainError::Config(format!("gradient clip {c} must be > 0")));
+            }
+        }
+        self.sampler.validate()?;
+        self.augment.validate()?;
+        self.optimizer.validate()?;
+        self.validation.inference.validate()
+    }
+
+    /// Number of classes including background.
+    pub fn classes(&self) -> usize {
+        self.targets.len() + 1
+    }
+
+    /// Read from a JSON file.
+    pub fn from_json_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json() {
+        let c = TrainConfig {
+            normalization: Normalization::default(),
+            precision: Precision::Bf16,
+            ..Default::default()
+        };
+        let s = serde_json::to_string(&c).unwrap();
+        let d: TrainConfig = serde_json::from_str(&s).unwrap();
+        assert_eq!(c, d);
+        assert!(c.validate().is_ok());
+        // Missing fields take defaults.
+        let e: TrainConfig = serde_json::from_str(r#"{"epochs": 3}"#).unwrap();
+        assert_eq!(e.epochs, 3);
+        assert_eq!(e.sampler, SamplerConfig::default());
+    }
+}

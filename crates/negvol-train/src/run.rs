@@ -1,0 +1,230 @@
+//! Runs with the negvol networks and losses: the full, serialisable description of a run
+//! ([`RunConfig`]: network + loss + [`TrainConfig`]), building a [`Trainer`] from it,
+//! cross-validation by patient, and loading a trained model for inference.
+//!
+//! ```no_run
+//! use negvol_train::run::{RunConfig, build_trainer, default_device};
+//! use negvol_train::{DatasetSpec, trainer::Silent};
+//! let run: RunConfig = serde_json::from_str(r#"{"model": {"net": {"arch": "unet3d"}, "loss": {"loss": "dice-ce"}}}"#)?;
+//! let cases = DatasetSpec::open("phantoms")?.load(&run.train.targets)?;
+//! let (train, val) = cases.split_at(cases.len() - 2);
+//! let mut trainer = build_trainer(&run, default_device())?;
+//! let summary = trainer.fit(train, val, "runs/mc".as_ref(), &mut Silent)?;
+//! println!("best mean Dice {:?}", summary.state.best_metric);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use negvol_losses::LossConfig;
+use negvol_nets::{NetConfig, SegmentationNet};
+use negvol_volume::Volume;
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::checkpoint::{load_weights, read_record};
+use crate::dataset::{kfold_by_patient, Case};
+use crate::infer::Prediction;
+use crate::trainer::{predict_image, Network, Objective, Observer, TrainSummary, Trainer};
+use crate::{Result, TrainConfig, TrainError};
+
+/// Network and loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelConfig {
+    /// The network (`negvol_nets`).
+    #[serde(default)]
+    pub net: NetConfig,
+    /// The loss (`negvol_losses`).
+    #[serde(default)]
+    pub loss: LossConfig,
+}
+
+/// Everything that defines a run; a run is reproduced from this alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunConfig {
+    /// Network and loss.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Data, optimisation and bookkeeping.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    /// Read from a JSON file.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Check the parts and their agreement (classes, input channels).
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.model
+            .loss
+            .validate_config()
+            .map_err(|e| TrainError::Config(format!("loss: {e}")))?;
+        if self.model.net.classes() as usize != self.train.classes() {
+            return Err(TrainError::Config(format!(
+                "the network has {} classes but {} targets ({:?}) need {}",
+                self.model.net.classes(),
+                self.train.targets.len(),
+                self.train.targets,
+                self.train.classes()
+            )));
+        }
+        if self.model.net.in_channels() != 1 {
+            return Err(TrainError::Config(format!(
+                "the network takes {} input channels; negvol trains on one image channel",
+                self.model.net.in_channels()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Objective for LossConfig {
+    fn loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        self.compute(logits, target)
+            .map_err(|e| TrainError::Loss(e.to_string()))
+    }
+}
+
+/// CUDA device 0 when libtorch sees a GPU, else the CPU.
+pub fn default_device() -> Device {
+    Device::cuda_if_available()
+}
+
+fn check_divisible(net: &dyn SegmentationNet, patch: [usize; 3], what: &str) -> Result<()> {
+    let d = net.size_divisor();
+    for a in 0..3 {
+        if d[a] > 0 && patch[a] as i64 % d[a] != 0 {
+            return Err(TrainError::Config(format!(
+                "{what} patch {patch:?} is not divisible by the network's size divisor {d:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Build a trainer for a run on `device` (libtorch's generator is seeded with the run's seed
+/// first, so the initial weights are reproducible).
+pub fn build_trainer(run: &RunConfig, device: Device) -> Result<Trainer> {
+    run.validate()?;
+    tch::manual_seed(run.train.seed as i64);
+    let vs = VarStore::new(device);
+    let net = negvol_nets::build(&vs.root(), &run.model.net)
+        .map_err(|e| TrainError::Network(e.to_string()))?;
+    check_divisible(net.as_ref(), run.train.sampler.patch, "training")?;
+    check_divisible(
+        net.as_ref(),
+        run.train.validation.inference.patch,
+        "inference",
+    )?;
+    let model = serde_json::to_value(&run.model)
+        .map_err(|e| TrainError::Config(format!("model description: {e}")))?;
+    Trainer::new(
+        run.train.clone(),
+        vs,
+        Box::new(net),
+        Box::new(run.model.loss.clone()),
+        model,
+    )
+}
+
+/// K-fold cross-validation by patient: a fresh network and optimiser per fold (nothing leaks
+/// between folds), outputs in `out_dir/fold_<f>`. Returns one summary per fold.
+pub fn cross_validate(
+    run: &RunConfig,
+    cases: &[Case],
+    k: usize,
+    device: Device,
+    out_dir: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Vec<TrainSummary>> {
+    let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
+    let folds = kfold_by_patient(&patients, k, run.train.seed)?;
+    let mut out = Vec::with_capacity(k);
+    for (f, (train, val)) in folds.iter().enumerate() {
+        let tr: Vec<Case> = train.iter().map(|&i| cases[i].clone()).collect();
+        let va: Vec<Case> = val.iter().map(|&i| cases[i].clone()).collect();
+        let mut t = build_trainer(run, device)?;
+        out.push(t.fit(&tr, &va, &out_dir.join(format!("fold_{f}")), observer)?);
+    }
+    Ok(out)
+}
+
+/// A trained model ready for inference.
+pub struct LoadedModel {
+    /// The variables (weights).
+    pub vs: VarStore,
+    /// The network.
+    pub net: Box<dyn SegmentationNet>,
+    /// Its training configuration (normalisation, spacing, inference settings, targets).
+    pub train: TrainConfig,
+    /// Network and loss.
+    pub model: ModelConfig,
+    /// The checkpoint record it came from.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("path", &self.path)
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    /// Load a checkpoint (its `.json` record or its `.safetensors` weights) onto `device`.
+    pub fn load(checkpoint: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let (json, rec) = read_record(checkpoint.as_ref())?;
+        let model: ModelConfig =
+            serde_json::from_value(rec.model.clone()).map_err(|e| TrainError::Checkpoint {
+                path: json.clone(),
+                message: format!("model description is not a negvol network + loss: {e}"),
+            })?;
+        let mut vs = VarStore::new(device);
+        let net = negvol_nets::build(&vs.root(), &model.net)
+            .map_err(|e| TrainError::Network(e.to_string()))?;
+        load_weights(&json, &rec, &mut vs)?;
+        if !rec.config.normalization.is_fitted() {
+            return Err(TrainError::Checkpoint {
+                path: json,
+                message: "the normalisation was never fitted (the run did not start)".into(),
+            });
+        }
+        Ok(Self {
+            vs,
+            net,
+            train: rec.config,
+            model,
+            path: json,
+        })
+    }
+
+    /// Predict a whole image (in its own geometry) with the training-time preprocessing and
+    /// the saved sliding-window settings, optionally overridden.
+    pub fn predict(
+        &self,
+        image: &Volume<f32>,
+        inference: Option<&crate::InferenceConfig>,
+    ) -> Result<Prediction> {
+        let inf = inference.unwrap_or(&self.train.validation.inference);
+        let net: &dyn Network = &self.net;
+        predict_image(
+            net,
+            image,
+            &self.train.normalization,
+            self.train.target_spacing,
+            inf,
+            self.vs.device(),
+        )
+    }
+}

@@ -1,0 +1,646 @@
+//! The training loop: epochs of augmented patches, validation by sliding-window inference on
+//! whole cases, checkpoints, early stopping, resume, and a JSON-lines log.
+//!
+//! The loop is generic over a [`Network`] (anything that maps `[N, 1, ...]` to logits
+//! `[N, C, ...]`; every `negvol_nets` network is one) and an [`Objective`] (the loss; every
+//! `negvol_losses::LossConfig` is one), so it is tested with tiny models and used with the
+//! paper's networks alike. Progress goes to an [`Observer`]; the library never prints.
+//!
+//! Reproducibility: the data of epoch `e` depends only on `(seed, e)` (see
+//! [`crate::sampler`]), and libtorch's generator is re-seeded with `seed + e` at the start of
+//! every epoch, so a run resumed from the checkpoint of epoch `e` computes the same losses as
+//! the uninterrupted run (on the same device and thread count).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::Array3;
+use negvol_volume::{Geometry, Volume};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::checkpoint::{
+    append_json_line, load_optimizer, load_weights, read_record, save_checkpoint, EpochRecord,
+    TrainState,
+};
+use crate::config::{Precision, TrainConfig};
+use crate::dataset::Case;
+use crate::infer::{sliding_window, to_prediction, InferenceConfig, Prediction};
+use crate::interp::{geometry_with_spacing, resample_image, resample_labels, Interpolation};
+use crate::optim::Optimizer;
+use crate::preprocess::Normalization;
+use crate::sampler::{Batch, Loader, PreparedCase};
+use crate::{Result, TrainError};
+
+/// A segmentation network as the trainer sees it.
+pub trait Network: Send {
+    /// Logits `[N, C, ...]` of a batch `[N, 1, ...]`; `train` selects training behaviour.
+    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor>;
+}
+
+impl Network for Box<dyn negvol_nets::SegmentationNet> {
+    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_t(xs, train)
+            .map_err(|e| TrainError::Network(e.to_string()))
+    }
+}
+
+/// A loss as the trainer sees it.
+pub trait Objective: Send {
+    /// A scalar loss of logits `[N, C, ...]` against class indices `[N, ...]` (Int64).
+    fn loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor>;
+}
+
+impl<F> Objective for F
+where
+    F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Send,
+{
+    fn loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        self(logits, target)
+    }
+}
+
+/// Progress of one optimiser step, for an [`Observer`].
+#[derive(Debug, Clone)]
+pub struct StepEvent {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// 0-based batch within the epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// Loss of this batch.
+    pub loss: f64,
+    /// Running mean loss of the epoch.
+    pub mean_loss: f64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Training samples per second so far in this epoch.
+    pub samples_per_second: f64,
+}
+
+/// Receives progress from [`Trainer::fit`]. Every method has an empty default.
+pub trait Observer {
+    /// After every optimiser step.
+    fn on_step(&mut self, _event: &StepEvent) {}
+    /// After every epoch (with validation results if validated).
+    fn on_epoch(&mut self, _record: &EpochRecord) {}
+    /// After a checkpoint was written.
+    fn on_checkpoint(&mut self, _path: &Path) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What [`Trainer::fit`] returns.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Final training state (history included).
+    pub state: TrainState,
+    /// The last checkpoint's JSON record.
+    pub last: PathBuf,
+    /// The best checkpoint's JSON record, if validation ran.
+    pub best: Option<PathBuf>,
+}
+
+/// Normalise, resample (if configured) and predict a whole image; probabilities and labels
+/// come back in the image's own geometry.
+pub fn predict_image(
+    net: &dyn Network,
+    image: &Volume<f32>,
+    normalization: &Normalization,
+    target_spacing: Option<[f64; 3]>,
+    inference: &InferenceConfig,
+    device: Device,
+) -> Result<Prediction> {
+    let (work, work_geom) = prepare_image(image, normalization, target_spacing)?;
+    let model = |x: &Tensor| net.forward(x, false);
+    let probs = sliding_window(&model, &work, inference, device)?;
+    if work_geom == *image.geometry() {
+        return to_prediction(&probs, image.geometry());
+    }
+    // Back to the input grid, class by class (trilinear), then argmax.
+    let mut back = ndarray::Array4::<f32>::zeros([
+        probs.shape()[0],
+        image.geometry().shape()[0],
+        image.geometry().shape()[1],
+        image.geometry().shape()[2],
+    ]);
+    for c in 0..probs.shape()[0] {
+        let v = Volume::new(
+            probs.index_axis(ndarray::Axis(0), c).to_owned(),
+            work_geom.clone(),
+        )
+        .map_err(|source| TrainError::Volume {
+            context: "resampled prediction".into(),
+            source,
+        })?;
+        let r = resample_image(
+            &v,
+            image.geometry(),
+            Interpolation::Linear,
+            if c == 0 { 1.0 } else { 0.0 },
+        )?;
+        back.index_axis_mut(ndarray::Axis(0), c).assign(r.data());
+    }
+    to_prediction(&back, image.geometry())
+}
+
+fn prepare_image(
+    image: &Volume<f32>,
+    normalization: &Normalization,
+    target_spacing: Option<[f64; 3]>,
+) -> Result<(Array3<f32>, Geometry)> {
+    let mut data = image.data().clone();
+    normalization.apply(&mut data)?;
+    match target_spacing {
+        Some(sp) => {
+            let g = geometry_with_spacing(image.geometry(), sp)?;
+            let v = Volume::new(data, image.geometry().clone()).map_err(|source| {
+                TrainError::Volume {
+                    context: "normalised image".into(),
+                    source,
+                }
+            })?;
+            let fill = v.data().iter().copied().fold(f32::INFINITY, f32::min);
+            let r = resample_image(&v, &g, Interpolation::Linear, fill)?;
+            Ok((r.into_parts().0, g))
+        }
+        None => Ok((data, image.geometry().clone())),
+    }
+}
+
+/// Dice of class `c` between two label maps (1 when both are empty).
+pub fn dice(pred: &Array3<u8>, truth: &Array3<u8>, c: u8) -> f64 {
+    let (mut inter, mut a, mut b) = (0usize, 0usize, 0usize);
+    for (p, t) in pred.iter().zip(truth.iter()) {
+        let (x, y) = (*p == c, *t == c);
+        inter += usize::from(x && y);
+        a += usize::from(x);
+        b += usize::from(y);
+    }
+    if a + b == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / (a + b) as f64
+    }
+}
+
+/// Symmetric 95th-percentile Hausdorff distance (mm) between the surfaces of two masks
+/// (surface = foreground voxels with a 6-neighbour in the background; distances from the
+/// exact anisotropic EDT; the max of the two directed 95th percentiles, linear
+/// interpolation). `None` when either mask is empty.
+pub fn hd95(pred: &Array3<bool>, truth: &Array3<bool>, spacing: [f64; 3]) -> Result<Option<f64>> {
+    if !pred.iter().any(|v| *v) || !truth.iter().any(|v| *v) {
+        return Ok(None);
+    }
+    let surf = |m: &Array3<bool>| -> Array3<bool> {
+        let s = m.shape();
+        Array3::from_shape_fn((s[0], s[1], s[2]), |(i, j, k)| {
+            if !m[[i, j, k]] {
+                return false;
+            }
+            let idx = [i, j, k];
+            for a in 0..3 {
+                for d in [-1i64, 1] {
+                    let x = idx[a] as i64 + d;
+                    if x < 0 || x >= s[a] as i64 {
+                        return true;
+                    }
+                    let mut n = idx;
+                    n[a] = x as usize;
+                    if !m[n] {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+    };
+    let (sp, st) = (surf(pred), surf(truth));
+    let directed = |from: &Array3<bool>, to: &Array3<bool>| -> Result<f64> {
+        // Distance from every voxel to the nearest surface voxel of `to`.
+        let d = negvol_metrics::edt::edt(to.view(), spacing)
+            .map_err(|e| TrainError::Network(format!("HD95: {e}")))?;
+        let mut v: Vec<f32> = from
+            .iter()
+            .zip(d.iter())
+            .filter(|(f, _)| **f)
+            .map(|(_, d)| *d as f32)
+            .collect();
+        v.sort_by(f32::total_cmp);
+        Ok(crate::preprocess::percentile_sorted(&v, 95.0).unwrap_or(0.0) as f64)
+    };
+    Ok(Some(directed(&sp, &st)?.max(directed(&st, &sp)?)))
+}
+
+/// Dice per foreground class and mean HD95 (over classes where defined) of a prediction.
+pub fn score_case(
+    pred: &Volume<u8>,
+    truth: &Volume<u8>,
+    classes: usize,
+    with_hd95: bool,
+) -> Result<(Vec<f64>, Option<f64>)> {
+    let mut dices = Vec::with_capacity(classes.saturating_sub(1));
+    let mut hds = Vec::new();
+    for c in 1..classes {
+        dices.push(dice(pred.data(), truth.data(), c as u8));
+        if with_hd95 {
+            let p = pred.data().mapv(|v| v == c as u8);
+            let t = truth.data().mapv(|v| v == c as u8);
+            if let Some(h) = hd95(&p, &t, truth.geometry().spacing())? {
+                hds.push(h);
+            }
+        }
+    }
+    let hd = (!hds.is_empty()).then(|| hds.iter().sum::<f64>() / hds.len() as f64);
+    Ok((dices, hd))
+}
+
+/// Trains one network with one configuration.
+pub struct Trainer {
+    cfg: TrainConfig,
+    vs: VarStore,
+    net: Box<dyn Network>,
+    objective: Box<dyn Objective>,
+    opt: Optimizer,
+    state: TrainState,
+    model: serde_json::Value,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("cfg", &self.cfg)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+fn set_autocast_bf16(on: bool) {
+    // libtorch's CUDA autocast dtype is float16 unless told otherwise; tch does not expose
+    // `at::autocast::set_autocast_dtype`, so call it by its (Itanium-mangled) name.
+    extern "C" {
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        fn at_set_autocast_dtype(device: i8, dtype: i8);
+    }
+    const CUDA: i8 = 1;
+    const HALF: i8 = 5;
+    const BFLOAT16: i8 = 15;
+    if tch::Cuda::is_available() {
+        // SAFETY: plain C++ function taking two int8-backed enums, present in libtorch 2.x.
+        unsafe { at_set_autocast_dtype(CUDA, if on { BFLOAT16 } else { HALF }) };
+    }
+}
+
+impl Trainer {
+    /// A trainer for `net` (whose variables live in `vs`) and `objective`. `model` describes
+    /// the network and loss (stored verbatim in checkpoints so that they can be rebuilt).
+    pub fn new(
+        cfg: TrainConfig,
+        vs: VarStore,
+        net: Box<dyn Network>,
+        objective: Box<dyn Objective>,
+        model: serde_json::Value,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let opt = Optimizer::new(&cfg.optimizer, &vs)?;
+        let state = TrainState {
+            loss_scale: if cfg.precision == Precision::F16 {
+                65536.0
+            } else {
+                1.0
+            },
+            ..Default::default()
+        };
+        Ok(Self {
+            cfg,
+            vs,
+            net,
+            objective,
+            opt,
+            state,
+            model,
+        })
+    }
+
+    /// The configuration (with the normalisation fitted once [`Trainer::fit`] ran).
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The training state.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The variables.
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The network.
+    pub fn network(&self) -> &dyn Network {
+        self.net.as_ref()
+    }
+
+    /// Continue from a checkpoint (its JSON record or weights file): weights, optimiser
+    /// state, training state and fitted normalisation. The network must be the same
+    /// architecture; the configuration's epochs, patience and validation may differ.
+    pub fn resume(&mut self, checkpoint: impl AsRef<Path>) -> Result<()> {
+        let (json, rec) = read_record(checkpoint.as_ref())?;
+        load_weights(&json, &rec, &mut self.vs)?;
+        load_optimizer(&json, &rec, &mut self.opt)?;
+        if rec.config.targets != self.cfg.targets {
+            return Err(TrainError::Checkpoint {
+                path: json,
+                message: format!(
+                    "targets {:?} differ from the configuration's {:?}",
+                    rec.config.targets, self.cfg.targets
+                ),
+            });
+        }
+        self.cfg.normalization = rec.config.normalization.clone();
+        self.state = rec.state;
+        Ok(())
+    }
+
+    fn prepare(&self, cases: &[Case]) -> Result<Vec<PreparedCase>> {
+        use rayon::prelude::*;
+        let (norm, spacing) = (&self.cfg.normalization, self.cfg.target_spacing);
+        cases
+            .par_iter()
+            .map(|c| {
+                let (img, geom) = prepare_image(&c.image, norm, spacing)?;
+                let lab = if geom == *c.label.geometry() {
+                    c.label.data().clone()
+                } else {
+                    resample_labels(&c.label, &geom, 0)?.into_parts().0
+                };
+                PreparedCase::new(c.id.clone(), img, lab, geom.spacing())
+            })
+            .collect()
+    }
+
+    fn batch_tensors(&self, b: &Batch) -> (Tensor, Tensor) {
+        let dev = self.vs.device();
+        let [n, i, j, k] = b.shape;
+        let shape = [n as i64, 1, i as i64, j as i64, k as i64];
+        let x = Tensor::from_slice(&b.image).view(shape).to_device(dev);
+        let y = Tensor::from_slice(&b.target)
+            .view([n as i64, i as i64, j as i64, k as i64])
+            .to_device(dev);
+        (x, y)
+    }
+
+    /// One optimiser step on a batch; returns `(loss, grad_norm, skipped)`.
+    fn train_step(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        epoch: usize,
+        batch: usize,
+    ) -> Result<(f64, f64, bool)> {
+        self.opt.zero_grad();
+        let amp = self.cfg.precision != Precision::F32 && self.vs.device().is_cuda();
+        if amp {
+            set_autocast_bf16(self.cfg.precision == Precision::Bf16);
+        }
+        let logits = tch::autocast(amp, || self.net.forward(x, true))?;
+        let loss = self.objective.loss(&logits.to_kind(Kind::Float), y)?;
+        if loss.numel() != 1 {
+            return Err(TrainError::Loss(format!(
+                "the loss has shape {:?}, not a scalar",
+                loss.size()
+            )));
+        }
+        let lv = loss.double_value(&[]);
+        let scaling = self.cfg.precision == Precision::F16 && amp;
+        if !lv.is_finite() && !scaling {
+            return Err(TrainError::Loss(format!(
+                "non-finite loss {lv} at epoch {epoch}, batch {batch}"
+            )));
+        }
+        let scale = if scaling { self.state.loss_scale } else { 1.0 };
+        (loss * scale)
+            .f_backward()
+            .map_err(|e| TrainError::torch("backward pass", e))?;
+        let mut norm = self.opt.grad_norm();
+        if scaling {
+            if !norm.is_finite() {
+                self.state.loss_scale = (self.state.loss_scale * 0.5).max(1.0);
+                self.state.good_steps = 0;
+                self.opt.zero_grad();
+                return Ok((lv, f64::NAN, true));
+            }
+            self.opt.scale_grads(1.0 / scale);
+            norm /= scale;
+            self.state.good_steps += 1;
+            if self.state.good_steps >= 2000 {
+                self.state.loss_scale *= 2.0;
+                self.state.good_steps = 0;
+            }
+        } else if !norm.is_finite() {
+            return Err(TrainError::Loss(format!(
+                "non-finite gradient norm at epoch {epoch}, batch {batch}"
+            )));
+        }
+        if let Some(c) = self.cfg.grad_clip {
+            if norm > c {
+                self.opt.scale_grads(c / (norm + 1e-6));
+            }
+        }
+        self.opt.step();
+        self.state.global_step += 1;
+        Ok((lv, norm, false))
+    }
+
+    /// Validate on whole cases: mean Dice per class and mean HD95.
+    pub fn validate(&self, cases: &[Case]) -> Result<(Vec<f64>, Option<f64>)> {
+        let k = self.cfg.classes();
+        let mut sums = vec![0.0; k - 1];
+        let mut hds = Vec::new();
+        for c in cases {
+            let pred = predict_image(
+                self.net.as_ref(),
+                &c.image,
+                &self.cfg.normalization,
+                self.cfg.target_spacing,
+                &self.cfg.validation.inference,
+                self.vs.device(),
+            )?;
+            let (d, h) = score_case(&pred.labels, &c.label, k, self.cfg.validation.hd95)?;
+            for (s, v) in sums.iter_mut().zip(d) {
+                *s += v;
+            }
+            if let Some(h) = h {
+                hds.push(h);
+            }
+        }
+        let n = cases.len().max(1) as f64;
+        let hd = (!hds.is_empty()).then(|| hds.iter().sum::<f64>() / hds.len() as f64);
+        Ok((sums.into_iter().map(|s| s / n).collect(), hd))
+    }
+
+    /// Train for the configured epochs (from the resumed state, if any), validating on `val`
+    /// (may be empty), writing `last.*` every epoch and `best.*` on improvement into
+    /// `out_dir`, and a line per epoch to `out_dir/log.jsonl`.
+    pub fn fit(
+        &mut self,
+        train: &[Case],
+        val: &[Case],
+        out_dir: &Path,
+        observer: &mut dyn Observer,
+    ) -> Result<TrainSummary> {
+        if train.is_empty() {
+            return Err(TrainError::Config("no training case".into()));
+        }
+        for c in train.iter().chain(val) {
+            if let Some(m) = c
+                .label
+                .data()
+                .iter()
+                .find(|l| **l as usize >= self.cfg.classes())
+            {
+                return Err(TrainError::case(
+                    &c.id,
+                    format!(
+                        "label {m} but only {} targets are configured",
+                        self.cfg.targets.len()
+                    ),
+                ));
+            }
+        }
+        std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
+        if !self.cfg.normalization.is_fitted() {
+            self.cfg.normalization = self.cfg.normalization.fit(
+                train.iter().map(|c| (c.image.data(), c.label.data())),
+                100_000,
+            )?;
+        }
+        let cases = Arc::new(self.prepare(train)?);
+        let log = out_dir.join("log.jsonl");
+        let mut best = self
+            .state
+            .best_epoch
+            .map(|_| crate::checkpoint::checkpoint_paths(out_dir, "best").2);
+        let mut last = crate::checkpoint::checkpoint_paths(out_dir, "last").2;
+        let base_lr = self.cfg.optimizer.lr();
+        let epochs = self.cfg.epochs;
+        while self.state.epoch < epochs && !self.state.stopped_early {
+            let epoch = self.state.epoch;
+            let t0 = Instant::now();
+            tch::manual_seed(self.cfg.seed.wrapping_add(epoch as u64) as i64);
+            let lr = self.cfg.schedule.lr(base_lr, epoch, epochs);
+            self.opt.set_lr(lr);
+            let loader = Loader::new(
+                cases.clone(),
+                &self.cfg.sampler,
+                &self.cfg.augment,
+                self.cfg.seed,
+                epoch,
+            )?;
+            let batches = self.cfg.sampler.batches_per_epoch;
+            let (mut loss_sum, mut norm_sum, mut counted, mut skipped) = (0.0, 0.0, 0usize, 0usize);
+            let mut samples = 0usize;
+            for (bi, b) in loader.enumerate() {
+                let b = b?;
+                let (x, y) = self.batch_tensors(&b);
+                let (lv, norm, skip) = self.train_step(&x, &y, epoch, bi)?;
+                samples += b.shape[0];
+                if skip {
+                    skipped += 1;
+                } else {
+                    loss_sum += lv;
+                    norm_sum += norm;
+                    counted += 1;
+                }
+                observer.on_step(&StepEvent {
+                    epoch,
+                    batch: bi,
+                    batches,
+                    loss: lv,
+                    mean_loss: loss_sum / counted.max(1) as f64,
+                    lr,
+                    samples_per_second: samples as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                });
+            }
+            let train_secs = t0.elapsed().as_secs_f64();
+            let every = self.cfg.validation.every;
+            let do_val =
+                !val.is_empty() && every > 0 && ((epoch + 1) % every == 0 || epoch + 1 == epochs);
+            let (val_dice, val_hd95) = if do_val {
+                let (d, h) = self.validate(val)?;
+                (Some(d), h)
+            } else {
+                (None, None)
+            };
+            let val_mean_dice = val_dice
+                .as_ref()
+                .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64);
+            let record = EpochRecord {
+                epoch,
+                lr,
+                train_loss: loss_sum / counted.max(1) as f64,
+                grad_norm: norm_sum / counted.max(1) as f64,
+                skipped_steps: skipped,
+                val_dice,
+                val_mean_dice,
+                val_hd95,
+                seconds: t0.elapsed().as_secs_f64(),
+                samples_per_second: samples as f64 / train_secs.max(1e-9),
+            };
+            self.state.epoch = epoch + 1;
+            self.state.history.push(record.clone());
+            let mut improved = false;
+            if let Some(m) = val_mean_dice {
+                if self.state.best_metric.is_none_or(|b| m > b) {
+                    self.state.best_metric = Some(m);
+                    self.state.best_epoch = Some(epoch);
+                    self.state.validations_without_improvement = 0;
+                    improved = true;
+                } else {
+                    self.state.validations_without_improvement += 1;
+                    if let Some(p) = self.cfg.validation.patience {
+                        if self.state.validations_without_improvement >= p {
+                            self.state.stopped_early = true;
+                        }
+                    }
+                }
+            }
+            append_json_line(&log, &record)?;
+            observer.on_epoch(&record);
+            if improved {
+                let p = save_checkpoint(
+                    out_dir,
+                    "best",
+                    &self.vs,
+                    &self.opt,
+                    &self.cfg,
+                    &self.model,
+                    &self.state,
+                )?;
+                observer.on_checkpoint(&p);
+                best = Some(p);
+            }
+            last = save_checkpoint(
+                out_dir,
+                "last",
+                &self.vs,
+                &self.opt,
+                &self.cfg,
+                &self.model,
+                &self.state,
+            )?;
+            observer.on_checkpoint(&last);
+        }
+        let _ = crate::plot::write_history_png(&out_dir.join("curves.png"), &self.state.history);
+        Ok(TrainSummary {
+            state: self.state.clone(),
+            last,
+            best,
+        })
+    }
+}

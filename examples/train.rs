@@ -1,0 +1,416 @@
+//! Train a segmentation network on a NIfTI dataset (a folder of `case_*/` or a manifest).
+//!
+//! ```text
+//! cargo run --release --example train -- --input-data phantoms --target mc \
+//!     --model unet3d --loss dice-ce --alpha 1 --beta 1 --epochs 100 --out runs/mc
+//! ```
+//! Without `--config`, the run starts from the seed paper's settings (Adam 1e-4, weight decay
+//! 0.01, StepLR 30/0.1, patches 112x144x64, batch 1, 80 patches per epoch, its augmentations)
+//! changed by the flags. The full configuration is written to `OUT/run.json`; `--config` reads
+//! one back (flags given explicitly still override it).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Parser;
+use negvol_nets::NetConfig;
+use negvol_train::checkpoint::EpochRecord;
+use negvol_train::optim::{LrSchedule, OptimizerConfig};
+use negvol_train::preprocess::Normalization;
+use negvol_train::run::{build_trainer, cross_validate, default_device, RunConfig};
+use negvol_train::trainer::{Observer, StepEvent};
+use negvol_train::{DatasetSpec, Precision};
+
+#[derive(Parser, Debug)]
+#[command(about = "Train a negvol segmentation network")]
+struct Args {
+    /// Dataset folder (case_*/image.nii.gz + masks) or JSON manifest.
+    #[arg(long)]
+    input_data: PathBuf,
+    /// Output folder (checkpoints, log.jsonl, curves.png, run.json).
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// Run configuration JSON (as written to OUT/run.json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Structure(s) to segment (mask names), in class order.
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// Network: unet3d, unet3d-att, vnet or unet.
+    #[arg(long)]
+    model: Option<String>,
+    /// Feature maps per level for unet3d / unet3d-att (e.g. 8,16,32), or the V-Net base width.
+    #[arg(long, value_delimiter = ',')]
+    f_maps: Option<Vec<i64>>,
+    /// Loss: ce, dice, dice-ce, paper-dice, paper-dice-ce, focal, tversky.
+    #[arg(long)]
+    loss: Option<String>,
+    /// Dice weight of dice-ce.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// CE weight of dice-ce.
+    #[arg(long)]
+    beta: Option<f64>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batches per epoch.
+    #[arg(long)]
+    batches_per_epoch: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Patch size i,j,k (training and inference).
+    #[arg(long, value_delimiter = ',')]
+    patch: Option<Vec<usize>>,
+    /// Optimiser: adam, adamw, sgd (Nesterov, momentum 0.99).
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// LR schedule: step (30 epochs x0.1), poly (0.9) or constant.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Normalisation: minmax (paper), fg-zscore (nnU-Net CT), zscore, or window:LO,HI.
+    #[arg(long)]
+    normalization: Option<String>,
+    /// Augmentation preset: paper, nnunet (paper + nnU-Net intensity/zoom) or none.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Gradient-norm clip.
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    /// Precision on CUDA: f32, bf16, f16.
+    #[arg(long)]
+    precision: Option<String>,
+    /// Early-stopping patience (validations).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Data-loading worker threads.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Fraction of patients held out for validation (ignored with --folds).
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// K-fold cross-validation by patient (trains K models in OUT/fold_*).
+    #[arg(long)]
+    folds: Option<usize>,
+    /// Resume from a checkpoint (OUT/last.json).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Device: auto, cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print one line per epoch only (no per-step progress).
+    #[arg(long)]
+    quiet: bool,
+}
+
+struct Progress {
+    quiet: bool,
+}
+
+impl Observer for Progress {
+    fn on_step(&mut self, e: &StepEvent) {
+        if !self.quiet {
+            let w = 30;
+            let done = (e.batch + 1) * w / e.batches.max(1);
+            eprint!(
+                "\repoch {:>3} [{}{}] {}/{} loss {:.4} (mean {:.4}) lr {:.2e} {:.1} samples/s   ",
+                e.epoch + 1,
+                "#".repeat(done),
+                ".".repeat(w - done),
+                e.batch + 1,
+                e.batches,
+                e.loss,
+                e.mean_loss,
+                e.lr,
+                e.samples_per_second
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    fn on_epoch(&mut self, r: &EpochRecord) {
+        if !self.quiet {
+            eprintln!();
+        }
+        let val = match (&r.val_dice, r.val_hd95) {
+            (Some(d), h) => format!(
+                " val Dice {} HD95 {}",
+                d.iter()
+                    .map(|x| format!("{:.2}%", 100.0 * x))
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                h.map_or("-".into(), |h| format!("{h:.2} mm"))
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "epoch {:>3}: loss {:.4} lr {:.2e} {:.1} samples/s {:.1} s{val}",
+            r.epoch + 1,
+            r.train_loss,
+            r.lr,
+            r.samples_per_second,
+            r.seconds
+        );
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let mut run = match &a.config {
+        Some(p) => RunConfig::from_json_file(p)?,
+        None => RunConfig::default(),
+    };
+    let t = &mut run.train;
+    if !a.targets.is_empty() {
+        t.targets = a.targets.clone();
+    }
+    if let Some(m) = &a.model {
+        run.model.net = NetConfig::default_for(m)?;
+    }
+    if let Some(f) = &a.f_maps {
+        run.model.net = match std::mem::take(&mut run.model.net) {
+            NetConfig::Unet3d(mut c) => {
+                c.f_maps = f.clone();
+                NetConfig::Unet3d(c)
+            }
+            NetConfig::Unet3dAtt(mut c) => {
+                c.f_maps = f.clone();
+                NetConfig::Unet3dAtt(c)
+            }
+            NetConfig::Vnet(mut c) => {
+                c.base_channels = f[0];
+                NetConfig::Vnet(c)
+            }
+            NetConfig::Unet(mut c) => {
+                c.features = f.clone();
+                NetConfig::Unet(c)
+            }
+            other => other,
+        };
+    }
+    // Classes follow the targets.
+    let classes = t.targets.len() as i64 + 1;
+    let mut net_json = serde_json::to_value(&run.model.net)?;
+    net_json["classes"] = classes.into();
+    run.model.net = serde_json::from_value(net_json)?;
+    if a.loss.is_some() || a.alpha.is_some() || a.beta.is_some() {
+        let name = a.loss.clone().unwrap_or_else(|| "dice-ce".into());
+        let mut j = match name.as_str() {
+            "paper-dice-ce" => serde_json::json!({"loss": "dice-ce", "dice": "paper"}),
+            other => serde_json::json!({ "loss": other }),
+        };
+        if let Some(x) = a.alpha {
+            j["alpha"] = x.into();
+        }
+        if let Some(x) = a.beta {
+            j["beta"] = x.into();
+        }
+        run.model.loss = serde_json::from_value(j).map_err(|e| format!("--loss {name}: {e}"))?;
+    }
+    if let Some(e) = a.epochs {
+        t.epochs = e;
+    }
+    if let Some(b) = a.batches_per_epoch {
+        t.sampler.batches_per_epoch = b;
+    }
+    if let Some(b) = a.batch_size {
+        t.sampler.batch_size = b;
+    }
+    if let Some(p) = &a.patch {
+        let p: [usize; 3] = p
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("--patch needs 3 sizes, got {p:?}"))?;
+        t.sampler.patch = p;
+        t.validation.inference.patch = p;
+    }
+    let lr = a.lr.unwrap_or(t.optimizer.lr());
+    if let Some(o) = &a.optimizer {
+        t.optimizer = match o.as_str() {
+            "adam" => OptimizerConfig::Adam {
+                lr,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: a.weight_decay.unwrap_or(0.01),
+            },
+            "adamw" => OptimizerConfig::AdamW {
+                lr,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: a.weight_decay.unwrap_or(0.01),
+            },
+            "sgd" => OptimizerConfig::Sgd {
+                lr,
+                momentum: 0.99,
+                nesterov: true,
+                weight_decay: a.weight_decay.unwrap_or(3e-5),
+            },
+            other => return Err(format!("--optimizer {other}: expected adam, adamw or sgd").into()),
+        };
+    } else if a.lr.is_some() || a.weight_decay.is_some() {
+        let mut j = serde_json::to_value(&t.optimizer)?;
+        if let Some(x) = a.lr {
+            j["lr"] = x.into();
+        }
+        if let Some(x) = a.weight_decay {
+            j["weight_decay"] = x.into();
+        }
+        t.optimizer = serde_json::from_value(j)?;
+    }
+    if let Some(s) = &a.schedule {
+        t.schedule = match s.as_str() {
+            "step" => LrSchedule::Step {
+                step_size: 30,
+                gamma: 0.1,
+            },
+            "poly" => LrSchedule::Poly { exponent: 0.9 },
+            "constant" => LrSchedule::Constant,
+            other => {
+                return Err(format!("--schedule {other}: expected step, poly or constant").into())
+            }
+        };
+    }
+    if let Some(n) = &a.normalization {
+        t.normalization = match n.as_str() {
+            "minmax" => Normalization::DatasetMinMax {
+                min: None,
+                max: None,
+            },
+            "fg-zscore" => Normalization::default(),
+            "zscore" => Normalization::ZScore { clip: None },
+            w if w.starts_with("window:") => {
+                let v: Vec<f32> = w[7..]
+                    .split(',')
+                    .map(|x| x.trim().parse())
+                    .collect::<Result<_, _>>()?;
+                match v.as_slice() {
+                    [lo, hi] => Normalization::Window { lo: *lo, hi: *hi },
+                    _ => return Err(format!("--normalization {w}: expected window:LO,HI").into()),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "--normalization {other}: expected minmax, fg-zscore, zscore or window:LO,HI"
+                )
+                .into())
+            }
+        };
+    }
+    if let Some(s) = &a.augment {
+        t.augment = match s.as_str() {
+            "paper" => negvol_train::augment::AugmentConfig::paper(),
+            "nnunet" => negvol_train::augment::AugmentConfig::default(),
+            "none" => negvol_train::augment::AugmentConfig::none(),
+            other => {
+                return Err(format!("--augment {other}: expected paper, nnunet or none").into())
+            }
+        };
+    }
+    if a.grad_clip.is_some() {
+        t.grad_clip = a.grad_clip;
+    }
+    if let Some(p) = &a.precision {
+        t.precision = serde_json::from_value(serde_json::Value::String(p.clone()))
+            .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?;
+    }
+    if a.patience.is_some() {
+        t.validation.patience = a.patience;
+    }
+    if let Some(s) = a.seed {
+        t.seed = s;
+    }
+    if let Some(w) = a.workers {
+        t.sampler.workers = w;
+    }
+    let device = match a.device.as_str() {
+        "auto" => default_device(),
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
+    };
+    let _ = Precision::F32;
+    run.validate()?;
+    std::fs::create_dir_all(&a.out)?;
+    negvol_train::checkpoint::write_atomic(
+        &a.out.join("run.json"),
+        serde_json::to_string_pretty(&run)?.as_bytes(),
+    )?;
+
+    let spec = DatasetSpec::open(&a.input_data)?;
+    eprintln!(
+        "loading {} cases from {} ...",
+        spec.cases.len(),
+        a.input_data.display()
+    );
+    let cases = spec.load(&run.train.targets)?;
+    eprintln!(
+        "{} on {:?}: {} {}, patch {:?} x{}, {} epochs x {} batches",
+        run.model.net.arch(),
+        device,
+        run.model.loss.name(),
+        run.train.targets.join("+"),
+        run.train.sampler.patch,
+        run.train.sampler.batch_size,
+        run.train.epochs,
+        run.train.sampler.batches_per_epoch
+    );
+    let mut obs = Progress { quiet: a.quiet };
+    if let Some(k) = a.folds {
+        let summaries = cross_validate(&run, &cases, k, device, &a.out, &mut obs)?;
+        for (f, s) in summaries.iter().enumerate() {
+            println!(
+                "fold {f}: best mean Dice {:?} at epoch {:?}",
+                s.state.best_metric,
+                s.state.best_epoch.map(|e| e + 1)
+            );
+        }
+        return Ok(());
+    }
+    // Hold out whole patients for validation (deterministic: sorted patient ids, last ones).
+    let mut patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
+    patients.sort_unstable();
+    patients.dedup();
+    let n_val = ((patients.len() as f64 * a.val_fraction).round() as usize)
+        .min(patients.len().saturating_sub(1));
+    let val_patients: Vec<&str> = patients[patients.len() - n_val..].to_vec();
+    let (val, train): (Vec<_>, Vec<_>) = cases
+        .iter()
+        .cloned()
+        .partition(|c| val_patients.contains(&c.patient.as_str()));
+    eprintln!(
+        "{} training and {} validation cases",
+        train.len(),
+        val.len()
+    );
+    let mut trainer = build_trainer(&run, device)?;
+    if let Some(r) = &a.resume {
+        trainer.resume(r)?;
+        eprintln!(
+            "resumed from {} at epoch {}",
+            r.display(),
+            trainer.state().epoch
+        );
+    }
+    let s = trainer.fit(&train, &val, &a.out, &mut obs)?;
+    println!(
+        "done: {} epochs, best mean Dice {} (epoch {}), last checkpoint {}",
+        s.state.epoch,
+        s.state
+            .best_metric
+            .map_or("-".into(), |d| format!("{:.2}%", 100.0 * d)),
+        s.state
+            .best_epoch
+            .map_or("-".into(), |e| (e + 1).to_string()),
+        s.last.display()
+    );
+    Ok(())
+}
