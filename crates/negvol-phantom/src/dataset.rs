@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use negvol_volume::{write_mask, write_nifti_as, NiftiDtype};
+use negvol_volume::{write_mask, write_nifti, write_nifti_as, NiftiDtype};
 
 use crate::config::{PhantomConfig, Side};
 use crate::{generate, PhantomError, Result};
@@ -25,6 +25,8 @@ pub struct DatasetEntry {
     pub tb: String,
     /// Ground-truth negative-volume mask (NIfTI, u8 0/1).
     pub nv: String,
+    /// All three as one label map (NIfTI, u8: 0 background, 1 MC, 2 TB, 3 NV).
+    pub labels: String,
     /// The case's [`crate::PhantomTruth`] as JSON.
     pub truth: String,
     /// Exact NV volume (mm^3) per side, copied from the truth.
@@ -98,6 +100,7 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 /// dir/case_000/mc.nii.gz        condyle mask, u8
 /// dir/case_000/tb.nii.gz        temporal bone mask, u8
 /// dir/case_000/nv.nii.gz        ground-truth NV mask, u8
+/// dir/case_000/labels.nii.gz    label map, u8: 0 background, 1 MC, 2 TB, 3 NV
 /// dir/case_000/truth.json       PhantomTruth
 /// ```
 ///
@@ -125,6 +128,7 @@ pub fn write_dataset(
         write_mask(cdir.join("mc.nii.gz"), &case.mc)?;
         write_mask(cdir.join("tb.nii.gz"), &case.tb)?;
         write_mask(cdir.join("nv.nii.gz"), &case.nv)?;
+        write_nifti(cdir.join("labels.nii.gz"), &case.label_map())?;
         write_json_atomic(&cdir.join("truth.json"), &case.truth)?;
         cases.push(DatasetEntry {
             seed: s,
@@ -132,6 +136,7 @@ pub fn write_dataset(
             mc: format!("{id}/mc.nii.gz"),
             tb: format!("{id}/tb.nii.gz"),
             nv: format!("{id}/nv.nii.gz"),
+            labels: format!("{id}/labels.nii.gz"),
             truth: format!("{id}/truth.json"),
             nv_volume_mm3: case
                 .truth

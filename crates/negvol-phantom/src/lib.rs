@@ -64,6 +64,24 @@ pub struct PhantomCase {
     pub truth: PhantomTruth,
 }
 
+impl PhantomCase {
+    /// One `u8` label map: 0 background, 1 MC, 2 TB, 3 NV (the classes never overlap).
+    pub fn label_map(&self) -> Volume<u8> {
+        let mut out = self.mc.map(|&m| u8::from(m));
+        ndarray::Zip::from(out.view_mut())
+            .and(self.tb.view())
+            .and(self.nv.view())
+            .for_each(|o, &t, &n| {
+                if t {
+                    *o = 2;
+                } else if n {
+                    *o = 3;
+                }
+            });
+        out
+    }
+}
+
 /// The three label masks of a model on a grid.
 #[derive(Debug, Clone)]
 pub struct PhantomMasks {

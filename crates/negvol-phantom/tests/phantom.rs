@@ -390,6 +390,15 @@ fn dataset_round_trip() {
     assert_eq!(nv.data(), case.nv.data());
     let g: &Geometry = nv.geometry();
     g.check_same(case.nv.geometry(), 1e-4).unwrap();
+    let labels = read_nifti::<u8>(dir.path().join(&e.labels)).unwrap();
+    assert_eq!(labels.data(), case.label_map().data());
+    let lm = case.label_map();
+    let n3 = lm.data().iter().filter(|&&v| v == 3).count();
+    assert_eq!(n3, count(&case.nv));
+    assert_eq!(
+        lm.data().iter().filter(|&&v| v == 1).count(),
+        count(&case.mc)
+    );
     let img = read_nifti::<f32>(dir.path().join(&e.image)).unwrap();
     let max_err = img
         .data()
