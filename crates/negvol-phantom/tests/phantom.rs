@@ -485,3 +485,25 @@ fn truth_json_is_complete() {
     let back: PhantomTruth = serde_json::from_value(v).unwrap();
     assert_eq!(back, c.truth);
 }
+
+/// Without blur and noise, only sub-sampling (partial volume) produces values between the
+/// tissue intensity bands.
+#[test]
+fn partial_volume_comes_from_supersampling() {
+    let mut cfg = coarse();
+    cfg.image.blur_sigma_mm = 0.0;
+    cfg.image.noise_sigma_hu = 0.0;
+    cfg.image.cortical_hu = [1600.0, 1600.0];
+    let between = |c: &PhantomConfig| {
+        let case = generate(c, 4).unwrap();
+        case.image
+            .data()
+            .iter()
+            .filter(|&&v| (60.0..290.0).contains(&v) || (610.0..1590.0).contains(&v))
+            .count()
+    };
+    cfg.supersample = 1;
+    assert_eq!(between(&cfg), 0);
+    cfg.supersample = 4;
+    assert!(between(&cfg) > 500);
+}
