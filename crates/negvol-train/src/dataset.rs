@@ -89,9 +89,7 @@ impl DatasetSpec {
         }
         let manifest = path.join("dataset.json");
         if manifest.is_file() {
-            if let Ok(spec) = Self::from_manifest(&manifest) {
-                return Ok(spec);
-            }
+            return Self::from_manifest(&manifest);
         }
         Self::from_folder(path)
     }
@@ -143,15 +141,66 @@ impl DatasetSpec {
         Ok(Self { cases })
     }
 
-    /// Read a JSON manifest; relative paths are resolved against its folder.
+    /// Read a JSON manifest; relative paths are resolved against its folder. Besides a
+    /// `labels` object, any other string field of a case whose value ends in `.nii` or
+    /// `.nii.gz` is a mask named by its key (the negvol-phantom `dataset.json` lists `mc`,
+    /// `tb`, `nv` that way).
     pub fn from_manifest(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let mut spec: DatasetSpec =
+        let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| TrainError::Json {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let bad = |message: String| TrainError::Dataset {
+            path: path.to_path_buf(),
+            message,
+        };
+        let list = v
+            .get("cases")
+            .and_then(|c| c.as_array())
+            .ok_or_else(|| bad("no \"cases\" array".into()))?;
+        let mut spec = DatasetSpec {
+            cases: Vec::with_capacity(list.len()),
+        };
+        for (n, c) in list.iter().enumerate() {
+            let obj = c
+                .as_object()
+                .ok_or_else(|| bad(format!("case #{n} is not an object")))?;
+            let field = |k: &str| obj.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            let id = field("id").ok_or_else(|| bad(format!("case #{n} has no string \"id\"")))?;
+            let image = field("image")
+                .ok_or_else(|| bad(format!("case {id:?} has no string \"image\"")))?;
+            let mut labels = BTreeMap::new();
+            if let Some(l) = obj.get("labels") {
+                let l = l
+                    .as_object()
+                    .ok_or_else(|| bad(format!("case {id:?}: \"labels\" is not an object")))?;
+                for (k, p) in l {
+                    let p = p
+                        .as_str()
+                        .ok_or_else(|| bad(format!("case {id:?}: label {k:?} is not a path")))?;
+                    labels.insert(k.clone(), PathBuf::from(p));
+                }
+            }
+            for (k, x) in obj {
+                if matches!(k.as_str(), "id" | "patient" | "image" | "labels") {
+                    continue;
+                }
+                if let Some(p) = x.as_str() {
+                    if p.ends_with(".nii") || p.ends_with(".nii.gz") {
+                        labels.entry(k.clone()).or_insert_with(|| PathBuf::from(p));
+                    }
+                }
+            }
+            spec.cases.push(CaseSpec {
+                id,
+                patient: field("patient"),
+                image: PathBuf::from(image),
+                labels,
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for c in &mut spec.cases {
             if c.image.is_relative() {
@@ -400,7 +449,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("negvol-train-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.json");
+        let path = dir.join("dataset.json");
         std::fs::write(
             &path,
             r#"{"cases":[{"id":"a","image":"a/image.nii.gz","labels":{"mc":"/abs/mc.nii.gz"}}]}"#,

@@ -24,4 +24,6 @@ pub use config::{Precision, TrainConfig, ValidationConfig};
 pub use dataset::{Case, CaseSpec, DatasetSpec};
 pub use error::{Result, TrainError};
 pub use infer::{sliding_window, InferenceConfig, Prediction};
+/// The tch version this crate is built on (for callers that build tensors or devices).
+pub use tch;
 pub use trainer::{predict_image, Network, Objective, Observer, Trainer};

@@ -188,52 +188,22 @@ pub fn dice(pred: &Array3<u8>, truth: &Array3<u8>, c: u8) -> f64 {
     }
 }
 
-/// Symmetric 95th-percentile Hausdorff distance (mm) between the surfaces of two masks
-/// (surface = foreground voxels with a 6-neighbour in the background; distances from the
-/// exact anisotropic EDT; the max of the two directed 95th percentiles, linear
-/// interpolation). `None` when either mask is empty.
+/// Symmetric 95th-percentile Hausdorff distance (mm) between the surfaces of two masks, as
+/// `negvol_metrics` defines it (boundary voxels with 6-connectivity, exact anisotropic EDT,
+/// the max of the two directed 95th percentiles). `None` when either mask is empty.
 pub fn hd95(pred: &Array3<bool>, truth: &Array3<bool>, spacing: [f64; 3]) -> Result<Option<f64>> {
+    let opts = negvol_metrics::EvalOptions {
+        surfels: false,
+        solid: false,
+        seed_paper: false,
+        ..Default::default()
+    };
     if !pred.iter().any(|v| *v) || !truth.iter().any(|v| *v) {
         return Ok(None);
     }
-    let surf = |m: &Array3<bool>| -> Array3<bool> {
-        let s = m.shape();
-        Array3::from_shape_fn((s[0], s[1], s[2]), |(i, j, k)| {
-            if !m[[i, j, k]] {
-                return false;
-            }
-            let idx = [i, j, k];
-            for a in 0..3 {
-                for d in [-1i64, 1] {
-                    let x = idx[a] as i64 + d;
-                    if x < 0 || x >= s[a] as i64 {
-                        return true;
-                    }
-                    let mut n = idx;
-                    n[a] = x as usize;
-                    if !m[n] {
-                        return true;
-                    }
-                }
-            }
-            false
-        })
-    };
-    let (sp, st) = (surf(pred), surf(truth));
-    let directed = |from: &Array3<bool>, to: &Array3<bool>| -> Result<f64> {
-        // Distance from every voxel to the nearest surface voxel of `to`.
-        let d = negvol_metrics::edt::edt(to.view(), spacing)
-            .map_err(|e| TrainError::Network(format!("HD95: {e}")))?;
-        let mut v: Vec<f32> = from
-            .iter()
-            .zip(d.iter())
-            .filter(|(f, _)| **f)
-            .map(|(_, d)| *d as f32)
-            .collect();
-        v.sort_by(f32::total_cmp);
-        Ok(crate::preprocess::percentile_sorted(&v, 95.0).unwrap_or(0.0) as f64)
-    };
-    Ok(Some(directed(&sp, &st)?.max(directed(&st, &sp)?)))
+    let m = negvol_metrics::evaluate_pair(truth.view(), pred.view(), spacing, &opts)
+        .map_err(|e| TrainError::Network(format!("HD95: {e}")))?;
+    Ok(m.voxel_surface.hd_percentile.get())
 }
 
 /// Dice per foreground class and mean HD95 (over classes where defined) of a prediction.
@@ -642,5 +612,27 @@ impl Trainer {
             last,
             best,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dice_and_hd95_on_parallel_planes() {
+        let a = Array3::from_shape_fn((8, 5, 5), |(i, _, _)| i == 2);
+        let b = Array3::from_shape_fn((8, 5, 5), |(i, _, _)| i == 5);
+        let h = hd95(&a, &b, [0.5, 1.0, 1.0]).unwrap().unwrap();
+        assert!((h - 1.5).abs() < 1e-9, "{h}");
+        assert_eq!(
+            hd95(&a, &Array3::from_elem((8, 5, 5), false), [1.0; 3]).unwrap(),
+            None
+        );
+        let la = a.mapv(u8::from);
+        let mut lb = la.clone();
+        lb[[2, 0, 0]] = 0;
+        assert!((dice(&la, &lb, 1) - 2.0 * 24.0 / 49.0).abs() < 1e-12);
+        assert_eq!(dice(&la, &la, 3), 1.0);
     }
 }
