@@ -15,7 +15,7 @@ use negvol_suite::metrics::{
     csv_table, evaluate_labels, evaluate_pair, CaseRow, Connectivity, EvalOptions, PairMetrics,
     Report,
 };
-use negvol_suite::volume::{read_mask, read_nifti, Volume};
+use negvol_suite::volume::{read_mask, read_nifti, Geometry, Volume};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,9 +109,8 @@ fn evaluate_files(
     a: &Args,
     opts: &EvalOptions,
 ) -> AnyResult<(PerLabel, f64)> {
-    let geometry_check = |r: &Volume<_>, p: &Volume<_>| -> AnyResult<()> {
-        r.geometry()
-            .check_same(p.geometry(), a.geometry_tolerance_mm)
+    let geometry_check = |r: &Geometry, p: &Geometry| -> AnyResult<()> {
+        r.check_same(p, a.geometry_tolerance_mm)
             .map_err(|e| {
                 format!(
                     "{} and {} have different geometries: {e}",
@@ -124,7 +123,7 @@ fn evaluate_files(
     if a.labels.is_some() {
         let r: Volume<u8> = read_nifti(reference)?;
         let p: Volume<u8> = read_nifti(prediction)?;
-        geometry_check(&r.map(|_| ()), &p.map(|_| ()))?;
+        geometry_check(r.geometry(), p.geometry())?;
         let t = Instant::now();
         let res = evaluate_labels(
             r.view(),
@@ -143,7 +142,7 @@ fn evaluate_files(
     } else {
         let r = read_mask(reference)?;
         let p = read_mask(prediction)?;
-        geometry_check(&r.map(|_| ()), &p.map(|_| ()))?;
+        geometry_check(r.geometry(), p.geometry())?;
         let t = Instant::now();
         let m = evaluate_pair(r.view(), p.view(), r.geometry().spacing(), opts)?;
         Ok((vec![(None, m)], t.elapsed().as_secs_f64()))

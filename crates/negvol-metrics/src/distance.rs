@@ -46,8 +46,8 @@ use ndarray::{Array3, ArrayView3};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::edt::squared_distances_at;
 use crate::error::{check_spacing, MetricsError, Result};
+use crate::nearest::squared_distances;
 use crate::overlap::check_same_shape;
 use crate::surface::{
     boundary_voxels, bounding_box, neighbour_codes, surfel_area_table, surfel_mask, BoundingBox,
@@ -381,7 +381,7 @@ pub fn surface_distances(
             let (sr, sp) = rayon::join(|| boundary_voxels(r, conn), || boundary_voxels(p, conn));
             let dir = |t: &Array3<bool>, q: &Array3<bool>| DirectedDistances {
                 distances: sorted_sqrt(
-                    squared_distances_at(t.view(), q.view(), spacing).unwrap_or_default(),
+                    squared_distances(t.view(), q.view(), spacing, false).unwrap_or_default(),
                 ),
                 weights: None,
             };
@@ -399,7 +399,7 @@ pub fn surface_distances(
             };
             let dir = |t: &Array3<bool>, q: &Array3<bool>, c: &Array3<u8>| {
                 sorted_weighted(
-                    squared_distances_at(t.view(), q.view(), spacing).unwrap_or_default(),
+                    squared_distances(t.view(), q.view(), spacing, false).unwrap_or_default(),
                     areas(c),
                 )
             };
@@ -435,8 +435,8 @@ fn solid_distances(
     let bb = joint_box(reference, prediction)?;
     let (r, p) = (bb.crop(reference), bb.crop(prediction));
     let (a, b) = rayon::join(
-        || squared_distances_at(p, r, spacing).unwrap_or_default(),
-        || squared_distances_at(r, p, spacing).unwrap_or_default(),
+        || squared_distances(p, r, spacing, true).unwrap_or_default(),
+        || squared_distances(r, p, spacing, true).unwrap_or_default(),
     );
     Ok((a, b))
 }

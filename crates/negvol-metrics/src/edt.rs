@@ -25,7 +25,7 @@
 //! assert!((d[[1, 2, 4]] - 12f64.sqrt()).abs() < 1e-12);
 //! ```
 
-use ndarray::{s, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
+use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 use crate::error::{check_spacing, MetricsError, Result};
@@ -220,13 +220,16 @@ fn pass_b<C: Count>(
     sc: &mut Scratch,
 ) {
     let (nj, nk) = near.dim();
+    let near = near.as_standard_layout();
+    let ns = near.as_slice().expect("standard layout");
     let s2 = spacing[1] * spacing[1];
     let si = spacing[0];
     let mut c0 = 0;
     while c0 < nk {
         let w = TILE.min(nk - c0);
         let mut any_finite = [false; TILE];
-        for (r, row) in near.slice(s![.., c0..c0 + w]).outer_iter().enumerate() {
+        for r in 0..nj {
+            let row = &ns[r * nk + c0..r * nk + c0 + w];
             for (c, &x) in row.iter().enumerate() {
                 let idx = c * nj + r;
                 if x == C::NONE {
@@ -372,7 +375,6 @@ fn squared_edt_into_c<C: Count>(
 /// `None` if `target` is empty. Only the rows holding query voxels get the last pass, and the
 /// full distance map is never stored (two bytes per voxel of working memory plus one slab per
 /// thread).
-#[allow(dead_code)] // used by the surface-distance module
 pub(crate) fn squared_distances_at(
     target: ArrayView3<'_, bool>,
     query: ArrayView3<'_, bool>,
@@ -534,6 +536,7 @@ pub(crate) fn brute_force_squared_edt(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::s;
     use approx::assert_relative_eq;
 
     /// Small deterministic PRNG (xorshift) so the unit tests need no extra dependency.

@@ -39,6 +39,7 @@
 pub mod distance;
 pub mod edt;
 mod error;
+mod nearest;
 pub mod overlap;
 pub mod pair;
 pub mod probabilistic;
