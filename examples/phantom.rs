@@ -36,6 +36,15 @@ struct Args {
     /// Voxel size in mm: S or SI,SJ,SK (default 0.4).
     #[arg(long, value_delimiter = ',')]
     spacing: Option<Vec<f64>>,
+    /// Field of view around one joint in mm (used when --size is not given): F or FX,FY,FZ.
+    #[arg(long, value_delimiter = ',')]
+    fov: Option<Vec<f64>>,
+    /// Partial-volume sub-samples per axis (1 = none).
+    #[arg(long)]
+    supersample: Option<usize>,
+    /// Gaussian blur sigma (mm).
+    #[arg(long)]
+    blur: Option<f64>,
     /// Grid orientation code, e.g. RAS, LPS, ASL.
     #[arg(long)]
     orientation: Option<String>,
@@ -92,6 +101,15 @@ fn build_config(a: &Args) -> Result<PhantomConfig, String> {
     }
     if let Some(s) = &a.spacing {
         cfg.spacing = three("spacing", s)?;
+    }
+    if let Some(f) = &a.fov {
+        cfg.fov_mm = three("fov", f)?;
+    }
+    if let Some(n) = a.supersample {
+        cfg.supersample = n;
+    }
+    if let Some(b) = a.blur {
+        cfg.image.blur_sigma_mm = b;
     }
     if let Some(o) = &a.orientation {
         cfg.orientation.axes = o.clone();
