@@ -389,8 +389,8 @@ impl Joint {
         f / q.sqrt()
     }
 
-    /// Normalised fossa coordinate `e(u)`: 0 on the fossa axis, 1 on its rim, and
-    /// `de/dalpha` (per radian of angle from the fossa axis).
+    /// Stereographic fossa coordinates `(X, Y)` of a head-frame unit direction and the
+    /// normalised fossa coordinate `e(u)`: 0 on the fossa axis, 1 on its rim.
     ///
     /// With `x, y, z` the components of `u` along the fossa's lateral, anterior and axial
     /// directions, the stereographic coordinates `X = x / (1 + z)`, `Y = y / (1 + z)` (whose
@@ -399,11 +399,11 @@ impl Joint {
     /// the rim is the ellipse-like curve through the three half-angles, and no trigonometry is
     /// needed per query.
     #[inline]
-    pub(crate) fn fossa_e(&self, u: V3) -> (f64, f64) {
+    fn fossa_xye(&self, u: V3) -> (f64, f64, f64) {
         let z = dot(u, self.af);
         let den = 1.0 + z;
         if den < 1e-12 {
-            return (1e12, 1e12);
+            return (1e12, 1e12, 1e12);
         }
         let x = dot(u, self.b1) / den;
         let y = dot(u, self.b2) / den;
@@ -414,15 +414,20 @@ impl Joint {
         };
         let qx = x / self.tan_half[0];
         let qy = y / tap;
-        let e = (qx * qx + qy * qy).sqrt();
+        (x, y, (qx * qx + qy * qy).sqrt())
+    }
+
+    /// `de/dalpha` along the meridian through `u` (per radian of angle from the fossa axis).
+    #[inline]
+    pub(crate) fn fossa_dedalpha(&self, u: V3) -> f64 {
+        let (x, y, e) = self.fossa_xye(u);
         // d tan(a/2) / da = (1 + tan^2(a/2)) / 2 and e is linear in tan(a/2) along a meridian.
         let rho2 = x * x + y * y;
-        let dedalpha = if rho2 > 1e-24 {
+        if rho2 > 1e-24 {
             e / rho2.sqrt() * 0.5 * (1.0 + rho2)
         } else {
             0.5 / self.tan_half[0].min(self.tan_half[1]).min(self.tan_half[2])
-        };
-        (e, dedalpha)
+        }
     }
 
     /// Width field `w(u)` (mm): the convex blend of the five widths.
@@ -449,7 +454,7 @@ impl Joint {
     /// half-angle by the sign of `Y`; `e = 1` on the fossa's rim.
     #[inline]
     pub fn gap(&self, u: V3) -> (f64, f64) {
-        let (e, _) = self.fossa_e(u);
+        let (_, _, e) = self.fossa_xye(u);
         let x = (e - 1.0).max(0.0);
         (self.width(u) + self.params.flare_mm * x * x, e)
     }
@@ -622,8 +627,11 @@ impl Joint {
                 if r >= lo && r <= hi {
                     // Distance to the curved surface, corrected for its slope along the ray:
                     // d ~ dr / sqrt(1 + (r' / r)^2), r' from the flare term.
-                    let (_, dedalpha) = self.fossa_e(u);
-                    let slope = 2.0 * self.params.flare_mm * (e - 1.0).max(0.0) * dedalpha;
+                    let slope = if e > 1.0 {
+                        2.0 * self.params.flare_mm * (e - 1.0) * self.fossa_dedalpha(u)
+                    } else {
+                        0.0
+                    };
                     let d_surf = (r - rt) / (1.0 + (slope / r).powi(2)).sqrt();
                     let z = dot(self.up, v);
                     let depth = d_surf
