@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use negvol_volume::{write_mask, write_nifti, write_nifti_as, NiftiDtype};
@@ -117,36 +118,45 @@ pub fn write_dataset(
     cfg.validate()?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let width = (n_cases.max(1) - 1).to_string().len().max(3);
-    let mut cases = Vec::with_capacity(n_cases);
-    for i in 0..n_cases {
-        let s = case_seed(seed, i);
-        let case = generate(cfg, s)?;
-        let id = format!("case_{i:0width$}");
-        let cdir: PathBuf = dir.join(&id);
-        std::fs::create_dir_all(&cdir).map_err(io_err(&cdir))?;
-        write_nifti_as(cdir.join("image.nii.gz"), &case.image, NiftiDtype::I16)?;
-        write_mask(cdir.join("mc.nii.gz"), &case.mc)?;
-        write_mask(cdir.join("tb.nii.gz"), &case.tb)?;
-        write_mask(cdir.join("nv.nii.gz"), &case.nv)?;
-        write_nifti(cdir.join("labels.nii.gz"), &case.label_map())?;
-        write_json_atomic(&cdir.join("truth.json"), &case.truth)?;
-        cases.push(DatasetEntry {
-            seed: s,
-            image: format!("{id}/image.nii.gz"),
-            mc: format!("{id}/mc.nii.gz"),
-            tb: format!("{id}/tb.nii.gz"),
-            nv: format!("{id}/nv.nii.gz"),
-            labels: format!("{id}/labels.nii.gz"),
-            truth: format!("{id}/truth.json"),
-            nv_volume_mm3: case
-                .truth
-                .sides
-                .iter()
-                .map(|t| (t.side, t.nv_volume_mm3))
-                .collect(),
-            id,
-        });
-    }
+    // Cases in parallel (and the image beside the small files): gzip is single-threaded.
+    let cases = (0..n_cases)
+        .into_par_iter()
+        .map(|i| -> Result<DatasetEntry> {
+            let s = case_seed(seed, i);
+            let case = generate(cfg, s)?;
+            let id = format!("case_{i:0width$}");
+            let cdir: PathBuf = dir.join(&id);
+            std::fs::create_dir_all(&cdir).map_err(io_err(&cdir))?;
+            let (img, rest) = rayon::join(
+                || write_nifti_as(cdir.join("image.nii.gz"), &case.image, NiftiDtype::I16),
+                || -> Result<()> {
+                    write_mask(cdir.join("mc.nii.gz"), &case.mc)?;
+                    write_mask(cdir.join("tb.nii.gz"), &case.tb)?;
+                    write_mask(cdir.join("nv.nii.gz"), &case.nv)?;
+                    write_nifti(cdir.join("labels.nii.gz"), &case.label_map())?;
+                    write_json_atomic(&cdir.join("truth.json"), &case.truth)
+                },
+            );
+            img?;
+            rest?;
+            Ok(DatasetEntry {
+                seed: s,
+                image: format!("{id}/image.nii.gz"),
+                mc: format!("{id}/mc.nii.gz"),
+                tb: format!("{id}/tb.nii.gz"),
+                nv: format!("{id}/nv.nii.gz"),
+                labels: format!("{id}/labels.nii.gz"),
+                truth: format!("{id}/truth.json"),
+                nv_volume_mm3: case
+                    .truth
+                    .sides
+                    .iter()
+                    .map(|t| (t.side, t.nv_volume_mm3))
+                    .collect(),
+                id,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let manifest = DatasetManifest {
         format_version: 1,
         generator: format!("negvol-phantom {}", env!("CARGO_PKG_VERSION")),
