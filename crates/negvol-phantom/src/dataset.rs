@@ -26,8 +26,10 @@ pub struct DatasetEntry {
     pub tb: String,
     /// Ground-truth negative-volume mask (NIfTI, u8 0/1).
     pub nv: String,
-    /// All three as one label map (NIfTI, u8: 0 background, 1 MC, 2 TB, 3 NV).
-    pub labels: String,
+    /// All three as one label map (NIfTI, u8: 0 background, 1 MC, 2 TB, 3 NV). Named
+    /// `label_map` (not `labels`) so that readers expecting a `labels` object of masks, like
+    /// negvol-train's manifest reader, are not confused.
+    pub label_map: String,
     /// The case's [`crate::PhantomTruth`] as JSON.
     pub truth: String,
     /// Exact NV volume (mm^3) per side, copied from the truth.
@@ -101,7 +103,7 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 /// dir/case_000/mc.nii.gz        condyle mask, u8
 /// dir/case_000/tb.nii.gz        temporal bone mask, u8
 /// dir/case_000/nv.nii.gz        ground-truth NV mask, u8
-/// dir/case_000/labels.nii.gz    label map, u8: 0 background, 1 MC, 2 TB, 3 NV
+/// dir/case_000/label_map.nii.gz label map, u8: 0 background, 1 MC, 2 TB, 3 NV
 /// dir/case_000/truth.json       PhantomTruth
 /// ```
 ///
@@ -133,7 +135,7 @@ pub fn write_dataset(
                     write_mask(cdir.join("mc.nii.gz"), &case.mc)?;
                     write_mask(cdir.join("tb.nii.gz"), &case.tb)?;
                     write_mask(cdir.join("nv.nii.gz"), &case.nv)?;
-                    write_nifti(cdir.join("labels.nii.gz"), &case.label_map())?;
+                    write_nifti(cdir.join("label_map.nii.gz"), &case.label_map())?;
                     write_json_atomic(&cdir.join("truth.json"), &case.truth)
                 },
             );
@@ -145,7 +147,7 @@ pub fn write_dataset(
                 mc: format!("{id}/mc.nii.gz"),
                 tb: format!("{id}/tb.nii.gz"),
                 nv: format!("{id}/nv.nii.gz"),
-                labels: format!("{id}/labels.nii.gz"),
+                label_map: format!("{id}/label_map.nii.gz"),
                 truth: format!("{id}/truth.json"),
                 nv_volume_mm3: case
                     .truth

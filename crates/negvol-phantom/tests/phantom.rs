@@ -390,7 +390,7 @@ fn dataset_round_trip() {
     assert_eq!(nv.data(), case.nv.data());
     let g: &Geometry = nv.geometry();
     g.check_same(case.nv.geometry(), 1e-4).unwrap();
-    let labels = read_nifti::<u8>(dir.path().join(&e.labels)).unwrap();
+    let labels = read_nifti::<u8>(dir.path().join(&e.label_map)).unwrap();
     assert_eq!(labels.data(), case.label_map().data());
     let lm = case.label_map();
     let n3 = lm.data().iter().filter(|&&v| v == 3).count();
