@@ -507,3 +507,69 @@ fn partial_volume_comes_from_supersampling() {
     cfg.supersample = 4;
     assert!(between(&cfg) > 500);
 }
+
+/// A fossa so wide that NV segments run down beside the neck: the part of each radial
+/// segment inside the neck is excluded, against a closed-form 1D reference and the voxels.
+#[test]
+fn neck_crossing_segments_are_excluded() {
+    let mut cfg = PhantomConfig::default();
+    let (r, w, half_deg, flare, max_gap, neck) = (5.0f64, 2.0f64, 150.0f64, 1000.0, 2.2, 0.9);
+    cfg.anatomy.head_semi_axes_mm = [[r, r]; 3];
+    cfg.anatomy.bump_count = 0;
+    cfg.anatomy.head_yaw_deg = [0.0, 0.0];
+    cfg.anatomy.head_pitch_deg = [0.0, 0.0];
+    cfg.anatomy.head_roll_deg = [0.0, 0.0];
+    cfg.anatomy.fossa_tilt_deg = [0.0, 0.0];
+    cfg.anatomy.fossa_half_angle_ml_deg = [half_deg; 2];
+    cfg.anatomy.fossa_half_angle_anterior_deg = [half_deg; 2];
+    cfg.anatomy.fossa_half_angle_posterior_deg = [half_deg; 2];
+    cfg.anatomy.flare_mm = flare;
+    cfg.anatomy.slab_bottom_mm = [-12.0, -12.0];
+    cfg.anatomy.neck_fraction = [[neck, neck]; 2];
+    cfg.anatomy.neck_taper = [0.0, 0.0];
+    cfg.anatomy.ear_canal = false;
+    cfg.width_range_mm = [w, w];
+    cfg.truth_max_gap_mm = max_gap;
+    cfg.truth_head_depth_mm = 2.0 * r;
+    let rn = neck * r;
+    let th = (half_deg.to_radians() / 2.0).tan();
+    let e_star = 1.0 + ((max_gap - w) / flare).sqrt();
+    let a_star = 2.0 * (e_star * th).atan();
+    let n = 400_000;
+    let da = a_star / n as f64;
+    let exact: f64 = (0..n)
+        .map(|i| {
+            let a = (i as f64 + 0.5) * da;
+            let e = (a / 2.0).tan() / th;
+            let hi = r + w + flare * (e - 1.0).max(0.0).powi(2);
+            let lo = if a > std::f64::consts::FRAC_PI_2 {
+                r.max(rn / a.sin())
+            } else {
+                r
+            };
+            let seg = if hi > lo {
+                (hi.powi(3) - lo.powi(3)) / 3.0
+            } else {
+                0.0
+            };
+            std::f64::consts::TAU * a.sin() * seg * da
+        })
+        .sum();
+    let m = PhantomModel::sample(&cfg, 1).unwrap();
+    let fine = PhantomConfig {
+        spacing: [0.2; 3],
+        fov_mm: [20.0; 3],
+        fov_offset_mm: [0.0; 3],
+        ..cfg.clone()
+    };
+    let g = fine.geometry().unwrap();
+    let masks = m.masks(&g).unwrap();
+    assert!(disjoint(&masks.mc, &masks.nv) && disjoint(&masks.tb, &masks.nv));
+    let t = m.truth(&g, &masks.nv).unwrap();
+    let s = &t.sides[0];
+    // The neck removes a visible part of the full shell.
+    let shell = 4.0 / 3.0 * std::f64::consts::PI * ((r + w).powi(3) - r.powi(3));
+    assert!(exact < 0.97 * shell, "{exact} vs shell {shell}");
+    assert_relative_eq!(s.nv_volume_mm3, exact, max_relative = 2e-4);
+    assert_relative_eq!(s.nv_mask_volume_mm3, exact, max_relative = 0.01);
+}
