@@ -52,7 +52,7 @@ fn crop<T: Clone>(v: &Volume<T>, b: &Bbox) -> Result<Volume<T>> {
 
 /// Writes into `dir` (created if missing): `nv.nii.gz`, `{side}_width.nii.gz` (joint-space
 /// width in mm per head-surface voxel, on the head's bounding box), `report.json`, and, per
-/// `opts`, `mc.stl`, `tb.stl`, `nv.stl` and `{side}_{axial,coronal,sagittal}.png`. Every file
+/// `opts`, `{side}_mc.stl`, `{side}_tb.stl`, `{side}_nv.stl` (on the side's working box) and `{side}_{axial,coronal,sagittal}.png`. Every file
 /// is written atomically. Returns the written paths.
 pub fn write_outputs(
     dir: impl AsRef<Path>,
@@ -78,18 +78,18 @@ pub fn write_outputs(
             written.push(p);
         }
     }
-    // The joints' working boxes.
-    let mut joint = Bbox::empty();
-    for r in &result.report.sides {
-        if let (Some(lo), Some(hi)) = (r.crop_lo, r.crop_hi) {
-            joint = joint.union(&Bbox { lo, hi });
-        }
-    }
-    if opts.meshes && !joint.is_empty() {
-        for (name, m) in [("mc", mc), ("tb", tb), ("nv", &result.nv)] {
-            let p = dir.join(format!("{name}.stl"));
-            crate::mesh::write_mask_stl(&p, &crop(m, &joint)?, opts.mesh_smooth_mm)?;
-            written.push(p);
+    if opts.meshes {
+        // Per joint, on its working box (a whole-volume TB mesh would be huge).
+        for r in &result.report.sides {
+            let (Some(lo), Some(hi)) = (r.crop_lo, r.crop_hi) else {
+                continue;
+            };
+            let b = Bbox { lo, hi };
+            for (name, m) in [("mc", mc), ("tb", tb), ("nv", &result.nv)] {
+                let p = dir.join(format!("{}_{name}.stl", r.side.name()));
+                crate::mesh::write_mask_stl(&p, &crop(m, &b)?, opts.mesh_smooth_mm)?;
+                written.push(p);
+            }
         }
     }
     if opts.pictures {

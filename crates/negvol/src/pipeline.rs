@@ -182,60 +182,94 @@ impl Height {
     }
 }
 
-/// Scans a full-size mask once (in parallel over `i` planes): per side count, bbox, top.
-fn scan(mask: ArrayView3<bool>, plane: &Option<SidePlane>, h: &Height) -> [McScan; 3] {
-    mask.axis_iter(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .fold(
-            || [McScan::new(); 3],
-            |mut acc, (i, pl)| {
-                for ((j, k), &m) in pl.indexed_iter() {
-                    if m {
-                        let p = [i, j, k];
-                        let s = &mut acc[side_index(side_of(plane, p))];
-                        s.count += 1;
-                        s.bbox.add(p);
-                        let z = h.at(p);
-                        if z > s.top_s {
-                            s.top_s = z;
-                            s.top = p;
-                        }
-                    }
-                }
-                acc
-            },
-        )
-        .reduce(
-            || [McScan::new(); 3],
-            |a, b| [a[0].merge(b[0]), a[1].merge(b[1]), a[2].merge(b[2])],
-        )
+/// Whether a run of bools has a `true` (branch-free OR over 64-byte chunks, which the
+/// compiler vectorises; most rows of a CT-sized mask are empty).
+#[inline]
+fn any_true(row: &[bool]) -> bool {
+    row.chunks(64)
+        .any(|c| c.iter().fold(false, |acc, &v| acc | v))
 }
 
-/// Count and first voxel of `mc & tb`.
-fn overlap(mc: ArrayView3<bool>, tb: ArrayView3<bool>) -> (usize, Option<[usize; 3]>) {
-    let per_plane: Vec<(usize, Option<[usize; 3]>)> = mc
-        .axis_iter(Axis(0))
+/// Per-side scan results of both masks and their overlap.
+struct Scans {
+    mc: [McScan; 3],
+    tb: [McScan; 3],
+    overlap: usize,
+    first_overlap: Option<[usize; 3]>,
+}
+
+/// Scans both full-size masks once, in parallel over `i` planes and row by row (empty rows
+/// are skipped with a vectorised test): per side count, bounding box and most superior
+/// voxel of each mask, and the voxels they share.
+fn scan(
+    mc: ArrayView3<bool>,
+    tb: ArrayView3<bool>,
+    plane: &Option<SidePlane>,
+    h: &Height,
+) -> Scans {
+    let empty = || Scans {
+        mc: [McScan::new(); 3],
+        tb: [McScan::new(); 3],
+        overlap: 0,
+        first_overlap: None,
+    };
+    let visit = |acc: &mut [McScan; 3], p: [usize; 3]| {
+        let s = &mut acc[side_index(side_of(plane, p))];
+        s.count += 1;
+        s.bbox.add(p);
+        let z = h.at(p);
+        if z > s.top_s {
+            s.top_s = z;
+            s.top = p;
+        }
+    };
+    let nk = mc.shape()[2];
+    mc.axis_iter(Axis(0))
         .into_par_iter()
         .zip(tb.axis_iter(Axis(0)).into_par_iter())
         .enumerate()
-        .map(|(i, (a, b))| {
-            let mut n = 0;
-            let mut first = None;
-            Zip::indexed(&a).and(&b).for_each(|(j, k), &x, &y| {
-                if x && y {
-                    n += 1;
-                    if first.is_none() {
-                        first = Some([i, j, k]);
+        .fold(empty, |mut acc, (i, (pm, pt))| {
+            for (j, (rm, rt)) in pm.outer_iter().zip(pt.outer_iter()).enumerate() {
+                let (om, ot);
+                let (sm, st) = match (rm.as_slice(), rt.as_slice()) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => {
+                        om = rm.to_vec();
+                        ot = rt.to_vec();
+                        (&om[..], &ot[..])
+                    }
+                };
+                let (am, at) = (any_true(sm), any_true(st));
+                for k in 0..nk {
+                    let (vm, vt) = (am && sm[k], at && st[k]);
+                    if vm {
+                        visit(&mut acc.mc, [i, j, k]);
+                    }
+                    if vt {
+                        visit(&mut acc.tb, [i, j, k]);
+                    }
+                    if vm && vt {
+                        acc.overlap += 1;
+                        if acc.first_overlap.is_none() {
+                            acc.first_overlap = Some([i, j, k]);
+                        }
+                    }
+                    if !(am || at) {
+                        break;
                     }
                 }
-            });
-            (n, first)
+            }
+            acc
         })
-        .collect();
-    let n = per_plane.iter().map(|p| p.0).sum();
-    let first = per_plane.iter().find_map(|p| p.1);
-    (n, first)
+        .reduce(empty, |a, b| Scans {
+            mc: [0, 1, 2].map(|s| a.mc[s].merge(b.mc[s])),
+            tb: [0, 1, 2].map(|s| a.tb[s].merge(b.tb[s])),
+            overlap: a.overlap + b.overlap,
+            first_overlap: match (a.first_overlap, b.first_overlap) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            },
+        })
 }
 
 /// Derives the negative volume of each joint from the condyle (MC) and temporal-bone (TB)
@@ -278,8 +312,8 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
     let plane = SidePlane::new(&g, &cfg.side_split);
     let h = Height::new(&g, sup);
 
-    let mc_scan = scan(mc.view(), &plane, &h);
-    let tb_scan = scan(tb.view(), &plane, &h);
+    let scans = scan(mc.view(), tb.view(), &plane, &h);
+    let (mc_scan, tb_scan) = (scans.mc, scans.tb);
     if mc_scan.iter().all(|s| s.count == 0) {
         return Err(NvError::EmptyMask {
             which: "MC",
@@ -292,7 +326,7 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
             shape: g.shape(),
         });
     }
-    let (n_overlap, first) = overlap(mc.view(), tb.view());
+    let (n_overlap, first) = (scans.overlap, scans.first_overlap);
     if n_overlap > 0 && cfg.overlap == OverlapPolicy::Error {
         return Err(NvError::MasksOverlap {
             count: n_overlap,
