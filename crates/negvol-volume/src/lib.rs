@@ -64,19 +64,24 @@ mod reorient;
 mod resample;
 mod scalar;
 mod stl;
+mod tools;
 mod volume;
 mod voxelize;
 
 pub use error::{Result, VolumeError};
 pub use geometry::Geometry;
 pub use nifti_io::{
-    read_mask, read_nifti, read_nifti_frame, read_nifti_header, read_nifti_with, write_mask,
-    write_nifti, write_nifti_as, write_nifti_with, AffineSource, Endianness, NiftiHeader,
-    NiftiReadOptions, NiftiWriteOptions, DEFAULT_MAX_VOXELS,
+    read_mask, read_nifti, read_nifti_frame, read_nifti_from_bytes, read_nifti_geometry,
+    read_nifti_header, read_nifti_with, write_mask, write_nifti, write_nifti_as, write_nifti_with,
+    AffineSource, Endianness, NiftiHeader, NiftiReadOptions, NiftiWriteOptions, DEFAULT_MAX_VOXELS,
 };
 pub use reorient::{parse_orientation_code, reorient, reorient_to_ras, AxisTransform};
 pub use resample::{resample, resample_to_spacing, spacing_geometry, Interpolation};
 pub use scalar::{NiftiDtype, NiftiScalar};
-pub use stl::{read_stl, write_stl, TriMesh};
+pub use stl::{read_stl, read_stl_from_bytes, write_stl, TriMesh};
+pub use tools::{
+    convert, file_kind, nifti_info, stl_info, ConvertOptions, ConvertReport, FileKind, NiftiInfo,
+    StlInfo, ValueStats,
+};
 pub use volume::Volume;
 pub use voxelize::{voxelize, voxelize_with, FillRule, VoxelizeOptions};

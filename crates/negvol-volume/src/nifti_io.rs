@@ -313,6 +313,38 @@ pub fn read_nifti_header(path: impl AsRef<Path>) -> Result<NiftiHeader> {
     Ok(read_header(&mut r.reader, r.compressed, path)?.0)
 }
 
+/// The geometry of a NIfTI file (one 3D frame) from its header alone, validated as
+/// [`read_nifti`] would.
+pub fn read_nifti_geometry(path: impl AsRef<Path>) -> Result<Geometry> {
+    let path = path.as_ref();
+    let h = read_nifti_header(path)?;
+    header_geometry(&h, path)
+}
+
+fn header_geometry(h: &NiftiHeader, path: &Path) -> Result<Geometry> {
+    let affine = h
+        .affine()
+        .map_err(|m| VolumeError::format(path, format!("{:?}: {m}", h.affine_source())))?;
+    let shape = h.shape3();
+    let too_big = shape.iter().any(|&d| d > usize::MAX as u64);
+    if too_big {
+        return Err(VolumeError::format(
+            path,
+            format!("dims {:?} overflow", h.dims),
+        ));
+    }
+    let shape_us = [shape[0] as usize, shape[1] as usize, shape[2] as usize];
+    Geometry::new(shape_us, affine).map_err(|e| {
+        VolumeError::format(
+            path,
+            format!(
+                "{:?} affine gives an invalid geometry: {e}",
+                h.affine_source()
+            ),
+        )
+    })
+}
+
 /// Read a 3D NIfTI file (`.nii` or `.nii.gz`, NIfTI-1 or NIfTI-2, either byte order) into a
 /// volume of `T`, with `scl_slope`/`scl_inter` applied and the affine from the sform, else the
 /// qform, else the spacing.
@@ -353,7 +385,50 @@ pub fn read_nifti_with<T: NiftiScalar>(
     options: &NiftiReadOptions,
 ) -> Result<Volume<T>> {
     let path = path.as_ref();
-    let mut src = open_reader(path)?;
+    let src = open_reader(path)?;
+    read_source(src, path, options)
+}
+
+/// [`read_nifti_with`] from bytes in memory (a `.nii` or gzip-compressed `.nii.gz` image).
+/// Errors name the file as `<memory>`.
+///
+/// ```
+/// use negvol_volume::*;
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("x.nii");
+/// write_nifti(&p, &Volume::<u8>::zeros(Geometry::from_spacing([2, 2, 2], [1.0; 3])?))?;
+/// let bytes = std::fs::read(&p).unwrap();
+/// let v = read_nifti_from_bytes::<f32>(&bytes, &NiftiReadOptions::default())?;
+/// assert_eq!(v.geometry().shape(), [2, 2, 2]);
+/// assert!(read_nifti_from_bytes::<f32>(&bytes[..100], &NiftiReadOptions::default()).is_err());
+/// # Ok::<(), VolumeError>(())
+/// ```
+pub fn read_nifti_from_bytes<T: NiftiScalar>(
+    bytes: &[u8],
+    options: &NiftiReadOptions,
+) -> Result<Volume<T>> {
+    let compressed = bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
+    let src = if compressed {
+        Source {
+            reader: Box::new(flate2::bufread::MultiGzDecoder::new(bytes)),
+            compressed,
+            file_len: None,
+        }
+    } else {
+        Source {
+            reader: Box::new(bytes),
+            compressed,
+            file_len: Some(bytes.len() as u64),
+        }
+    };
+    read_source(src, Path::new("<memory>"), options)
+}
+
+fn read_source<T: NiftiScalar>(
+    mut src: Source<'_>,
+    path: &Path,
+    options: &NiftiReadOptions,
+) -> Result<Volume<T>> {
     let (h, consumed) = read_header(&mut src.reader, src.compressed, path)?;
     let dtype = h.dtype().ok_or_else(|| {
         VolumeError::unsupported(
@@ -393,19 +468,8 @@ pub fn read_nifti_with<T: NiftiScalar>(
         }
         Some(f) => f,
     };
-    let affine = h
-        .affine()
-        .map_err(|m| VolumeError::format(path, format!("{:?}: {m}", h.affine_source())))?;
     let shape_us = [shape[0] as usize, shape[1] as usize, shape[2] as usize];
-    let geometry = Geometry::new(shape_us, affine).map_err(|e| {
-        VolumeError::format(
-            path,
-            format!(
-                "{:?} affine gives an invalid geometry: {e}",
-                h.affine_source()
-            ),
-        )
-    })?;
+    let geometry = header_geometry(&h, path)?;
     let size = dtype.size() as u64;
     let nbytes = nvox * size; // nvox <= max_voxels, so no overflow for sane limits
     let start = frame
@@ -431,7 +495,7 @@ pub fn read_nifti_with<T: NiftiScalar>(
     (&mut src.reader)
         .take(nbytes)
         .read_to_end(&mut bytes)
-        .map_err(|e| VolumeError::io(path, e))?;
+        .map_err(|e| gz_io(path, e))?;
     if (bytes.len() as u64) < nbytes {
         return Err(VolumeError::format(
             path,
@@ -524,14 +588,14 @@ fn datatype_name(code: i32) -> &'static str {
     }
 }
 
-struct Source {
-    reader: Box<dyn Read>,
+struct Source<'a> {
+    reader: Box<dyn Read + 'a>,
     compressed: bool,
     /// Size of an uncompressed file.
     file_len: Option<u64>,
 }
 
-fn open_reader(path: &Path) -> Result<Source> {
+fn open_reader(path: &Path) -> Result<Source<'static>> {
     let file = File::open(path).map_err(|e| VolumeError::io(path, e))?;
     let len = file.metadata().map(|m| m.len()).ok();
     let mut br = BufReader::with_capacity(1 << 16, file);
@@ -556,8 +620,7 @@ fn open_reader(path: &Path) -> Result<Source> {
 }
 
 fn skip(r: &mut dyn Read, n: u64, path: &Path) -> Result<()> {
-    let got = std::io::copy(&mut r.take(n), &mut std::io::sink())
-        .map_err(|e| VolumeError::io(path, e))?;
+    let got = std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|e| gz_io(path, e))?;
     if got < n {
         return Err(VolumeError::format(
             path,

@@ -188,6 +188,12 @@ pub fn read_stl(path: impl AsRef<Path>) -> Result<TriMesh> {
     Ok(TriMesh::from_triangles(&tris))
 }
 
+/// [`read_stl`] from bytes in memory. Errors name the file as `<memory>`.
+pub fn read_stl_from_bytes(bytes: &[u8]) -> Result<TriMesh> {
+    let tris = parse_stl(bytes).map_err(|m| VolumeError::format("<memory>", m))?;
+    Ok(TriMesh::from_triangles(&tris))
+}
+
 /// Parse STL bytes into a triangle soup.
 pub(crate) fn parse_stl(bytes: &[u8]) -> std::result::Result<Vec<[[f64; 3]; 3]>, String> {
     if bytes.len() >= 84 {

@@ -1,0 +1,291 @@
+//! File-level helpers behind the `volume-info` and `volume-convert` examples: a JSON-ready
+//! description of a NIfTI or STL file, and a NIfTI conversion pipeline (frame, reorient,
+//! resample, datatype; or STL voxelization onto a reference grid).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::{
+    read_nifti_geometry, read_nifti_header, read_nifti_with, read_stl, resample_to_spacing,
+    voxelize, write_nifti_with, AffineSource, AxisTransform, Endianness, Interpolation, NiftiDtype,
+    NiftiReadOptions, NiftiScalar, NiftiWriteOptions, Result, Volume, VolumeError,
+};
+
+/// Summary statistics of voxel values (NaN voxels counted apart).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValueStats {
+    /// Smallest non-NaN value (`None` if all are NaN).
+    pub min: Option<f64>,
+    /// Largest non-NaN value.
+    pub max: Option<f64>,
+    /// Mean of non-NaN values.
+    pub mean: Option<f64>,
+    /// Number of NaN voxels.
+    pub nan_count: u64,
+    /// Number of nonzero voxels.
+    pub nonzero_count: u64,
+}
+
+impl ValueStats {
+    /// Statistics of a volume's values.
+    pub fn of<T: NiftiScalar>(vol: &Volume<T>) -> Self {
+        let mut min = f64::INFINITY;
+        let mut max = f64::NEG_INFINITY;
+        let (mut sum, mut n, mut nan, mut nz) = (0.0, 0u64, 0u64, 0u64);
+        for x in vol.data().iter().map(|v| v.to_f64()) {
+            if x.is_nan() {
+                nan += 1;
+                continue;
+            }
+            min = min.min(x);
+            max = max.max(x);
+            sum += x;
+            n += 1;
+            if x != 0.0 {
+                nz += 1;
+            }
+        }
+        Self {
+            min: (n > 0).then_some(min),
+            max: (n > 0).then_some(max),
+            mean: (n > 0).then(|| sum / n as f64),
+            nan_count: nan,
+            nonzero_count: nz,
+        }
+    }
+}
+
+/// What `volume-info` prints for a NIfTI file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NiftiInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// NIfTI version (1 or 2).
+    pub nifti_version: u8,
+    /// All dimensions (`dim[1..=dim[0]]`).
+    pub dims: Vec<u64>,
+    /// Number of 3D frames.
+    pub frames: u64,
+    /// Shape `[ni, nj, nk]` of one frame.
+    pub shape: [usize; 3],
+    /// Spacing in mm (column norms of the affine).
+    pub spacing: [f64; 3],
+    /// Voxel-to-world (RAS+ mm) affine, row-major.
+    pub affine: [[f64; 4]; 4],
+    /// Which header transform the affine came from.
+    pub affine_source: AffineSource,
+    /// Orientation code, e.g. `"LPS"`.
+    pub orientation: String,
+    /// Stored datatype name.
+    pub datatype: String,
+    /// Effective `(scl_slope, scl_inter)`.
+    pub scaling: (f64, f64),
+    /// Byte order.
+    pub endianness: Endianness,
+    /// gzip-compressed.
+    pub compressed: bool,
+    /// `qform_code`, `sform_code`.
+    pub xform_codes: (i32, i32),
+    /// Voxel volume in mm^3.
+    pub voxel_volume_mm3: f64,
+    /// Value statistics of frame 0 (scaled values, read as f32).
+    pub values: ValueStats,
+}
+
+/// Describe a NIfTI file (header, geometry and the value range of its first frame).
+pub fn nifti_info(path: impl AsRef<Path>) -> Result<NiftiInfo> {
+    let path = path.as_ref();
+    let h = read_nifti_header(path)?;
+    // f32 halves the memory of f64 and is exact for every integer type up to 24 bits.
+    let vol = read_nifti_with::<f32>(
+        path,
+        &NiftiReadOptions {
+            frame: Some(0),
+            ..NiftiReadOptions::default()
+        },
+    )?;
+    let g = vol.geometry();
+    Ok(NiftiInfo {
+        path: path.to_path_buf(),
+        nifti_version: h.version,
+        dims: h.dims.clone(),
+        frames: h.frames(),
+        shape: g.shape(),
+        spacing: g.spacing(),
+        affine: g.affine(),
+        affine_source: h.affine_source(),
+        orientation: g.orientation_code(),
+        datatype: h
+            .dtype()
+            .map(|d| d.name().to_string())
+            .unwrap_or_else(|| format!("code {}", h.datatype)),
+        scaling: h.scaling(),
+        endianness: h.endianness,
+        compressed: h.compressed,
+        xform_codes: (h.qform_code, h.sform_code),
+        voxel_volume_mm3: g.voxel_volume_mm3(),
+        values: ValueStats::of(&vol),
+    })
+}
+
+/// What `volume-info` prints for an STL file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StlInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Triangle count.
+    pub triangles: usize,
+    /// Distinct vertices.
+    pub vertices: usize,
+    /// No open edges.
+    pub closed: bool,
+    /// Edges used by an odd number of faces.
+    pub open_edges: usize,
+    /// Signed enclosed volume (mm^3; negative if faces point inward).
+    pub signed_volume_mm3: f64,
+    /// Surface area (mm^2).
+    pub area_mm2: f64,
+    /// Bounding box `(min, max)`.
+    pub bounds: Option<([f64; 3], [f64; 3])>,
+}
+
+/// Describe an STL file.
+pub fn stl_info(path: impl AsRef<Path>) -> Result<StlInfo> {
+    let path = path.as_ref();
+    let m = read_stl(path)?;
+    Ok(StlInfo {
+        path: path.to_path_buf(),
+        triangles: m.len(),
+        vertices: m.vertices.len(),
+        closed: m.is_closed(),
+        open_edges: m.open_edges(),
+        signed_volume_mm3: m.signed_volume(),
+        area_mm2: m.area(),
+        bounds: m.bounds(),
+    })
+}
+
+/// The kind of file a path names, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `.nii` or `.nii.gz`.
+    Nifti,
+    /// `.stl`.
+    Stl,
+}
+
+/// The [`FileKind`] of a path, case-insensitively; `None` for other extensions.
+pub fn file_kind(path: &Path) -> Option<FileKind> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        Some(FileKind::Nifti)
+    } else if name.ends_with(".stl") {
+        Some(FileKind::Stl)
+    } else {
+        None
+    }
+}
+
+/// Options of [`convert`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConvertOptions {
+    /// Output datatype; default: the input's stored type when it has no scaling, else f32
+    /// (u8 for voxelized meshes).
+    pub dtype: Option<NiftiDtype>,
+    /// Reorient to this code (e.g. `"RAS"`) before resampling.
+    pub reorient: Option<String>,
+    /// Resample to this spacing (mm), same field of view ([`crate::spacing_geometry`]).
+    pub spacing: Option<[f64; 3]>,
+    /// Interpolation for resampling (default linear).
+    pub interpolation: Option<Interpolation>,
+    /// Frame of a 4D input.
+    pub frame: Option<u64>,
+    /// For an STL input: the NIfTI whose grid the mesh is voxelized onto (required).
+    pub like: Option<PathBuf>,
+}
+
+/// What [`convert`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConvertReport {
+    /// Input file.
+    pub input: PathBuf,
+    /// Output file.
+    pub output: PathBuf,
+    /// Output shape.
+    pub shape: [usize; 3],
+    /// Output spacing.
+    pub spacing: [f64; 3],
+    /// Output orientation code.
+    pub orientation: String,
+    /// Output datatype.
+    pub datatype: String,
+}
+
+/// Convert a NIfTI file (optionally one frame, reoriented, resampled, retyped) to another
+/// NIfTI file; or voxelize an STL mesh onto the grid of `options.like` and write it as a
+/// mask. The output is written atomically.
+pub fn convert(
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    options: &ConvertOptions,
+) -> Result<ConvertReport> {
+    let (input, output) = (input.as_ref(), output.as_ref());
+    let (mut vol, default_dtype) = match file_kind(input) {
+        Some(FileKind::Stl) => {
+            let like = options.like.as_ref().ok_or_else(|| {
+                VolumeError::InvalidArgument(format!(
+                    "{}: voxelizing an STL needs a reference grid (--like REF.nii.gz)",
+                    input.display()
+                ))
+            })?;
+            let geometry = read_nifti_geometry(like)?;
+            let mesh = read_stl(input)?;
+            let mask = voxelize(&mesh, &geometry)?;
+            (mask.map(|&b| if b { 1.0 } else { 0.0 }), NiftiDtype::U8)
+        }
+        _ => {
+            let h = read_nifti_header(input)?;
+            let v = read_nifti_with::<f64>(
+                input,
+                &NiftiReadOptions {
+                    frame: options.frame,
+                    ..Default::default()
+                },
+            )?;
+            let d = match h.dtype() {
+                Some(d) if h.scaling() == (1.0, 0.0) => d,
+                _ => NiftiDtype::F32,
+            };
+            (v, d)
+        }
+    };
+    if let Some(code) = &options.reorient {
+        vol = AxisTransform::to_code(vol.geometry(), code)?.apply(&vol)?;
+    }
+    if let Some(sp) = options.spacing {
+        vol = resample_to_spacing(
+            &vol,
+            sp,
+            options.interpolation.unwrap_or(Interpolation::Linear),
+        )?;
+    }
+    let dtype = options.dtype.unwrap_or(default_dtype);
+    write_nifti_with(
+        output,
+        &vol,
+        &NiftiWriteOptions {
+            dtype: Some(dtype),
+            ..Default::default()
+        },
+    )?;
+    let g = vol.geometry();
+    Ok(ConvertReport {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        shape: g.shape(),
+        spacing: g.spacing(),
+        orientation: g.orientation_code(),
+        datatype: dtype.name().to_string(),
+    })
+}

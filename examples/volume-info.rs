@@ -1,0 +1,51 @@
+//! Print what a NIfTI or STL file holds, as JSON: shape, spacing, affine, orientation,
+//! datatype, value range (NIfTI) or triangle count, closedness, volume (STL). Given a
+//! directory, describes every `.nii`, `.nii.gz` and `.stl` in it (not recursively).
+//!
+//! ```sh
+//! cargo run --example volume-info -- ct.nii.gz
+//! cargo run --example volume-info -- annotations/
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use negvol_volume::{file_kind, nifti_info, stl_info, FileKind};
+
+#[derive(Parser)]
+#[command(about = "Describe NIfTI/STL files as JSON")]
+struct Args {
+    /// A .nii, .nii.gz or .stl file, or a directory of them.
+    path: PathBuf,
+}
+
+fn describe(p: &Path) -> serde_json::Value {
+    let r = match file_kind(p) {
+        Some(FileKind::Stl) => stl_info(p).map(|i| serde_json::to_value(i)),
+        _ => nifti_info(p).map(|i| serde_json::to_value(i)),
+    };
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => serde_json::json!({ "path": p, "error": e.to_string() }),
+        Err(e) => serde_json::json!({ "path": p, "error": e.to_string() }),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let out = if args.path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&args.path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| file_kind(p).is_some())
+            .collect();
+        files.sort();
+        serde_json::Value::Array(files.iter().map(|p| describe(p)).collect())
+    } else {
+        describe(&args.path)
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if out.get("error").is_some() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
