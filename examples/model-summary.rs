@@ -39,7 +39,8 @@ fn parse_size(s: &str) -> Result<[i64; 3], String> {
         .split(',')
         .map(|x| x.trim().parse::<i64>().map_err(|e| format!("{x:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    <[i64; 3]>::try_from(v).map_err(|v| format!("expected ni,nj,nk (3 sizes), got {} value(s)", v.len()))
+    <[i64; 3]>::try_from(v)
+        .map_err(|v| format!("expected ni,nj,nk (3 sizes), got {} value(s)", v.len()))
 }
 
 fn main() -> ExitCode {
@@ -49,7 +50,13 @@ fn main() -> ExitCode {
         None => NetConfig::default_for(&args.arch),
     };
     let result = cfg.and_then(|cfg| {
-        let input = [args.batch, cfg.in_channels(), args.input[0], args.input[1], args.input[2]];
+        let input = [
+            args.batch,
+            cfg.in_channels(),
+            args.input[0],
+            args.input[1],
+            args.input[2],
+        ];
         summarize(&cfg, &input, args.max_forward_voxels)
     });
     match result {
