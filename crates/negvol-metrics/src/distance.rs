@@ -47,11 +47,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check_spacing, MetricsError, Result};
-use crate::nearest::squared_distances;
+use crate::nearest::{points_of, points_where, squared_distances, Point};
 use crate::overlap::check_same_shape;
 use crate::surface::{
-    boundary_voxels, bounding_box, neighbour_codes, surfel_area_table, surfel_mask, BoundingBox,
-    Connectivity,
+    boundary_voxels, bounding_box, neighbour_codes, surfel_area_table, BoundingBox, Connectivity,
 };
 use crate::value::{MetricValue, Note};
 
@@ -378,10 +377,14 @@ pub fn surface_distances(
     let (r, p) = (bb.crop(reference), bb.crop(prediction));
     let (ref_to_pred, pred_to_ref) = match kind {
         SurfaceKind::Voxels(conn) => {
-            let (sr, sp) = rayon::join(|| boundary_voxels(r, conn), || boundary_voxels(p, conn));
-            let dir = |t: &Array3<bool>, q: &Array3<bool>| DirectedDistances {
+            let (sr, sp) = rayon::join(
+                || points_of(boundary_voxels(r, conn).view()),
+                || points_of(boundary_voxels(p, conn).view()),
+            );
+            let shape = bb.shape();
+            let dir = |t: &[Point], q: &[Point]| DirectedDistances {
                 distances: sorted_sqrt(
-                    squared_distances(t.view(), q.view(), spacing, false).unwrap_or_default(),
+                    squared_distances(t, q, shape, spacing, None).unwrap_or_default(),
                 ),
                 weights: None,
             };
@@ -390,20 +393,24 @@ pub fn surface_distances(
         SurfaceKind::Surfels => {
             let table = surfel_area_table(spacing);
             let (cr, cp) = rayon::join(|| neighbour_codes(r), || neighbour_codes(p));
-            let (mr, mp) = rayon::join(|| surfel_mask(cr.view()), || surfel_mask(cp.view()));
-            let areas = |c: &Array3<u8>| -> Vec<f64> {
-                c.iter()
-                    .filter(|&&x| x != 0 && x != 255)
-                    .map(|&x| table[x as usize])
+            let surfel = |&c: &u8| c != 0 && c != 255;
+            let (pr, pp) = rayon::join(
+                || points_where(cr.view(), surfel),
+                || points_where(cp.view(), surfel),
+            );
+            let shape = [cr.shape()[0], cr.shape()[1], cr.shape()[2]];
+            let areas = |c: &Array3<u8>, pts: &[Point]| -> Vec<f64> {
+                pts.iter()
+                    .map(|q| table[c[[q[0] as usize, q[1] as usize, q[2] as usize]] as usize])
                     .collect()
             };
-            let dir = |t: &Array3<bool>, q: &Array3<bool>, c: &Array3<u8>| {
+            let dir = |t: &[Point], q: &[Point], c: &Array3<u8>| {
                 sorted_weighted(
-                    squared_distances(t.view(), q.view(), spacing, false).unwrap_or_default(),
-                    areas(c),
+                    squared_distances(t, q, shape, spacing, None).unwrap_or_default(),
+                    areas(c, q),
                 )
             };
-            rayon::join(|| dir(&mp, &mr, &cr), || dir(&mr, &mp, &cp))
+            rayon::join(|| dir(&pp, &pr, &cr), || dir(&pr, &pp, &cp))
         }
     };
     Ok(SurfaceDistances {
@@ -434,9 +441,24 @@ fn solid_distances(
 ) -> std::result::Result<(Vec<f64>, Vec<f64>), Note> {
     let bb = joint_box(reference, prediction)?;
     let (r, p) = (bb.crop(reference), bb.crop(prediction));
+    let shape = bb.shape();
+    let ((rb, ra), (pb, pa)) = rayon::join(
+        || {
+            rayon::join(
+                || points_of(boundary_voxels(r, Connectivity::Six).view()),
+                || points_of(r),
+            )
+        },
+        || {
+            rayon::join(
+                || points_of(boundary_voxels(p, Connectivity::Six).view()),
+                || points_of(p),
+            )
+        },
+    );
     let (a, b) = rayon::join(
-        || squared_distances(p, r, spacing, true).unwrap_or_default(),
-        || squared_distances(r, p, spacing, true).unwrap_or_default(),
+        || squared_distances(&pb, &ra, shape, spacing, Some(p)).unwrap_or_default(),
+        || squared_distances(&rb, &pa, shape, spacing, Some(r)).unwrap_or_default(),
     );
     Ok((a, b))
 }

@@ -536,8 +536,8 @@ pub(crate) fn brute_force_squared_edt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::s;
     use approx::assert_relative_eq;
+    use ndarray::s;
 
     /// Small deterministic PRNG (xorshift) so the unit tests need no extra dependency.
     pub(crate) struct Rng(u64);

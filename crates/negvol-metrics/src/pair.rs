@@ -11,7 +11,7 @@ use crate::distance::{
 };
 use crate::error::{check_spacing, Result};
 use crate::overlap::{check_same_shape, overlap, OverlapMetrics};
-use crate::surface::Connectivity;
+use crate::surface::{bounding_box, Connectivity};
 use crate::value::MetricValue;
 
 /// What [`evaluate_pair`] computes.
@@ -200,6 +200,14 @@ pub fn evaluate_pair(
     check_same_shape(reference.shape(), prediction.shape())?;
     let ov = overlap(reference, prediction)?;
     let vv = spacing[0] * spacing[1] * spacing[2];
+    // Crop once to the joint bounding box (changes no result; each metric would crop anyway).
+    let (reference, prediction) = match (bounding_box(reference), bounding_box(prediction)) {
+        (Some(a), Some(b)) => {
+            let bb = a.union(&b);
+            (bb.crop(reference), bb.crop(prediction))
+        }
+        _ => (reference, prediction),
+    };
     let vox = surface_distances(
         reference,
         prediction,

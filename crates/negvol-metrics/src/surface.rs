@@ -101,9 +101,19 @@ pub fn bounding_box(mask: ArrayView3<'_, bool>) -> Option<BoundingBox> {
         .map(|(i, slab)| {
             let mut bb: Option<BoundingBox> = None;
             for (j, row) in slab.outer_iter().enumerate() {
-                let first = row.iter().position(|&x| x);
-                if let Some(f) = first {
-                    let last = row.len() - 1 - row.iter().rev().position(|&x| x).unwrap_or(0);
+                let span = match row.as_slice() {
+                    // Branch-free OR first (vectorises), positions only for non-empty rows.
+                    Some(sl) => sl.iter().fold(false, |a, &b| a | b).then(|| {
+                        let f = sl.iter().position(|&x| x).unwrap_or(0);
+                        let l = sl.len() - 1 - sl.iter().rev().position(|&x| x).unwrap_or(0);
+                        (f, l)
+                    }),
+                    None => row.iter().position(|&x| x).map(|f| {
+                        let l = row.len() - 1 - row.iter().rev().position(|&x| x).unwrap_or(0);
+                        (f, l)
+                    }),
+                };
+                if let Some((f, last)) = span {
                     let b = BoundingBox {
                         min: [i, j, f],
                         max: [i + 1, j + 1, last + 1],
