@@ -193,7 +193,9 @@ fn yes() -> bool {
 /// JSON example: `{"loss": "dice-ce", "alpha": 1, "beta": 1, "include_background": false,
 /// "batch_dice": true, "class_weights": [1, 2], "ignore_index": 255}`.
 /// The default is soft Dice + CE with `alpha = beta = 1` (nnU-Net's default loss).
+/// Unknown fields (and fields of another loss kind, e.g. `gamma` with `dice`) are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawLossConfig")]
 pub struct LossConfig {
     /// The loss and its parameters (JSON: `loss` tag and its fields at the same level).
     #[serde(flatten)]
@@ -220,6 +222,65 @@ pub struct LossConfig {
     /// default true.
     #[serde(default = "yes")]
     pub validate: bool,
+}
+
+/// What [`LossConfig`] is read from: the same fields plus every other key, to reject unknown ones
+/// (`deny_unknown_fields` does not work together with a flattened enum).
+#[derive(Deserialize)]
+struct RawLossConfig {
+    #[serde(flatten)]
+    kind: LossKind,
+    #[serde(default)]
+    class_weights: Option<Vec<f64>>,
+    #[serde(default)]
+    ignore_index: Option<i64>,
+    #[serde(default)]
+    include_background: bool,
+    #[serde(default)]
+    batch_dice: bool,
+    #[serde(default = "default_smooth")]
+    smooth: f64,
+    #[serde(default)]
+    squared_pred: bool,
+    #[serde(default = "yes")]
+    validate: bool,
+    #[serde(flatten)]
+    rest: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl TryFrom<RawLossConfig> for LossConfig {
+    type Error = String;
+
+    fn try_from(r: RawLossConfig) -> Result<Self, String> {
+        let own: &[&str] = match r.kind {
+            LossKind::Ce | LossKind::Dice | LossKind::PaperDice => &[],
+            LossKind::DiceCe { .. } => &["alpha", "beta", "dice"],
+            LossKind::Focal { .. } => &["gamma"],
+            LossKind::Tversky { .. } => &["alpha", "beta"],
+        };
+        let cfg = LossConfig {
+            kind: r.kind,
+            class_weights: r.class_weights,
+            ignore_index: r.ignore_index,
+            include_background: r.include_background,
+            batch_dice: r.batch_dice,
+            smooth: r.smooth,
+            squared_pred: r.squared_pred,
+            validate: r.validate,
+        };
+        if let Some(k) = r
+            .rest
+            .keys()
+            .find(|k| k.as_str() != "loss" && !own.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown field {k:?} for loss {:?} (its own fields: {own:?}; common: class_weights, \
+                 ignore_index, include_background, batch_dice, smooth, squared_pred, validate)",
+                cfg.name()
+            ));
+        }
+        Ok(cfg)
+    }
 }
 
 impl Default for LossConfig {

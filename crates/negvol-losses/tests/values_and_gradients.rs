@@ -419,6 +419,14 @@ fn json_configuration() {
         serde_json::from_str(r#"{"loss": "paper-dice", "ignore_index": 255}"#).unwrap();
     assert_eq!(c.ignore_index, Some(255));
     assert!(serde_json::from_str::<LossConfig>(r#"{"loss": "hinge"}"#).is_err());
+    // typos and fields of another loss kind are rejected
+    let err = serde_json::from_str::<LossConfig>(r#"{"loss": "ce", "ignore_idx": 3}"#).unwrap_err();
+    assert!(err.to_string().contains("ignore_idx"), "{err}");
+    assert!(serde_json::from_str::<LossConfig>(r#"{"loss": "dice", "gamma": 2}"#).is_err());
+    let c: LossConfig =
+        serde_json::from_str(r#"{"loss": "focal", "gamma": 1, "smooth": 0}"#).unwrap();
+    assert_eq!(c.kind, LossKind::Focal { gamma: 1.0 });
+    assert_eq!(c.smooth, 0.0);
     let round: LossConfig =
         serde_json::from_str(&serde_json::to_string(&LossConfig::default()).unwrap()).unwrap();
     assert_eq!(round, LossConfig::default());
