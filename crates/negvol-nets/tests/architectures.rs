@@ -416,3 +416,36 @@ fn parameter_names_follow_the_paper() {
     );
     assert!(!vars.contains_key("encoders.0.basic_module.SingleConv1.conv.bias"));
 }
+
+#[test]
+fn summary_runs_a_forward_or_a_probe() {
+    use negvol_nets::{summarize, ShapeCheck};
+    let cfg = NetConfig::Unet(UnetConfig {
+        features: vec![4, 8, 8],
+        deep_supervision: true,
+        ..Default::default()
+    });
+    let s = summarize(&cfg, &[1, 1, 8, 8, 4], 1000).unwrap();
+    assert_eq!(s.check, ShapeCheck::Forward);
+    assert_eq!(s.output, vec![1, 2, 8, 8, 4]);
+    assert_eq!(
+        s.deep_outputs,
+        vec![vec![1, 2, 8, 8, 4], vec![1, 2, 4, 4, 2]]
+    );
+    let big = summarize(&cfg, &[2, 1, 64, 64, 32], 1000).unwrap();
+    assert_eq!(
+        big.check,
+        ShapeCheck::Probe {
+            probe: vec![1, 1, 8, 8, 8]
+        }
+    );
+    assert_eq!(big.output, vec![2, 2, 64, 64, 32]);
+    assert_eq!(big.deep_outputs[1], vec![2, 2, 32, 32, 16]);
+    assert_eq!(big.parameters, s.parameters);
+    let text = big.to_string();
+    assert!(
+        text.contains("trainable parameters") && text.contains("[2, 2, 64, 64, 32]"),
+        "{text}"
+    );
+    assert!(summarize(&cfg, &[1, 1, 9, 8, 8], 1000).is_err());
+}
