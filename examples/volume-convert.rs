@@ -34,8 +34,8 @@ struct Args {
     #[arg(long)]
     reorient: Option<String>,
     /// Resample to this spacing in mm, e.g. 0.5,0.5,0.5 (same field of view).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
-    spacing: Option<Vec<f64>>,
+    #[arg(long, value_parser = parse_spacing)]
+    spacing: Option<[f64; 3]>,
     /// Interpolation for --spacing.
     #[arg(long, value_enum, default_value = "linear")]
     interp: Interp,
@@ -47,12 +47,28 @@ struct Args {
     like: Option<PathBuf>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn parse_spacing(s: &str) -> Result<[f64; 3], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>().map_err(|e| format!("{x:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    <[f64; 3]>::try_from(v)
+        .map_err(|v| format!("expected 3 comma-separated values, got {}", v.len()))
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let options = ConvertOptions {
         dtype: a.dtype,
         reorient: a.reorient,
-        spacing: a.spacing.map(|s| [s[0], s[1], s[2]]),
+        spacing: a.spacing,
         interpolation: Some(match a.interp {
             Interp::Linear => Interpolation::Linear,
             Interp::Nearest => Interpolation::Nearest,

@@ -21,8 +21,8 @@ struct Args {
 
 fn describe(p: &Path) -> serde_json::Value {
     let r = match file_kind(p) {
-        Some(FileKind::Stl) => stl_info(p).map(|i| serde_json::to_value(i)),
-        _ => nifti_info(p).map(|i| serde_json::to_value(i)),
+        Some(FileKind::Stl) => stl_info(p).map(serde_json::to_value),
+        _ => nifti_info(p).map(serde_json::to_value),
     };
     match r {
         Ok(Ok(v)) => v,
