@@ -177,6 +177,7 @@ fn tiny_configs() -> Vec<NetConfig> {
             kernel: 3,
             dropout: 0.2,
             skip_dropout: 0.5,
+            in_channels: 2,
             ..Default::default()
         }),
         NetConfig::Unet(UnetConfig {

@@ -310,3 +310,61 @@ fn double_precision_var_store_loads_float_weights() {
     let y2 = net2.forward_t(&x.to_kind(Kind::Double), false).unwrap();
     assert!(max_abs_diff(&y.to_kind(Kind::Double), &y2) < 1e-5);
 }
+
+#[test]
+fn nnunet_v2_style_state_dict_loads_into_the_modern_unet() {
+    // Rename our variables the way nnU-Net v2's PlainConvUNet names them, with its aliases
+    // (`all_modules`, `decoder.encoder.*`) and BatchNorm counters, then import.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NetConfig::Unet(UnetConfig {
+        features: vec![4, 8, 8],
+        norm: negvol_nets::NormConfig::Batch,
+        deep_supervision: true,
+        ..Default::default()
+    });
+    tch::manual_seed(4);
+    let vs = VarStore::new(Device::Cpu);
+    let net = build(&vs.root(), &cfg).unwrap();
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (name, t) in vs.variables() {
+        let theirs = match name.strip_prefix("encoder.stages.") {
+            Some(rest) => {
+                let (s, tail) = rest.split_once('.').unwrap();
+                format!("encoder.stages.{s}.0.{tail}")
+            }
+            None => name.clone(),
+        };
+        if theirs.starts_with("encoder.") {
+            named.push((format!("decoder.{theirs}"), t.copy()));
+            if theirs.ends_with("norm.running_mean") {
+                named.push((
+                    theirs.replace("running_mean", "num_batches_tracked"),
+                    Tensor::from(3i64),
+                ));
+            }
+            if theirs.contains(".conv.") {
+                named.push((theirs.replace(".conv.", ".all_modules.0."), t.copy()));
+            }
+        }
+        named.push((theirs, t.copy()));
+    }
+    let path = dir.path().join("nnunet.safetensors");
+    Tensor::write_safetensors(&named, &path).unwrap();
+
+    tch::manual_seed(5);
+    let vs2 = VarStore::new(Device::Cpu);
+    let net2 = build(&vs2.root(), &cfg).unwrap();
+    let report = load_pytorch_state_dict(&vs2, &path).unwrap();
+    assert_eq!(report.loaded, vs.variables().len());
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    assert!(report.ignored.iter().any(|n| n.contains("all_modules")));
+    assert!(report
+        .ignored
+        .iter()
+        .any(|n| n.starts_with("decoder.encoder.")));
+    let x = Tensor::randn([1, 1, 8, 8, 8], (Kind::Float, Device::Cpu));
+    assert!(net
+        .forward_t(&x, false)
+        .unwrap()
+        .equal(&net2.forward_t(&x, false).unwrap()));
+}
