@@ -40,9 +40,14 @@
 //! # Speed
 //! Everything is computed inside the bounding box of both masks (a crop that provably changes
 //! no result: outside it both masks are background, and distances are translation invariant).
-//! Directed distances evaluate the EDT of the other surface only at the query points.
+//! Directed distances are exact nearest-point searches from the query surface points to the
+//! other surface's points, bucketed in a grid of 4x4x4-voxel cells and visited in shells with
+//! an exact stopping bound; when the surfaces are far apart the search gives up and the exact
+//! EDT evaluated at the query points takes over (same values either way). The solid-set
+//! variants search the other mask's boundary voxels (which hold the nearest voxel of any
+//! outside point) and give 0 inside it.
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, ArrayView3, Zip};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -433,34 +438,48 @@ pub struct SolidHausdorff {
     pub directed: (MetricValue, MetricValue),
 }
 
-/// Distances from every foreground voxel of each mask to the other mask, within the joint box.
+/// Squared distances from the foreground voxels of each mask that lie outside the other mask
+/// to the other mask, within the joint box, with the number of foreground voxels of each mask
+/// (the voxels inside the other mask are at distance 0).
+type SolidDirected = (Vec<f64>, usize);
+
 fn solid_distances(
     reference: ArrayView3<'_, bool>,
     prediction: ArrayView3<'_, bool>,
     spacing: [f64; 3],
-) -> std::result::Result<(Vec<f64>, Vec<f64>), Note> {
+) -> std::result::Result<(SolidDirected, SolidDirected), Note> {
     let bb = joint_box(reference, prediction)?;
     let (r, p) = (bb.crop(reference), bb.crop(prediction));
     let shape = bb.shape();
-    let ((rb, ra), (pb, pa)) = rayon::join(
+    // Query voxels: foreground of one mask outside the other.
+    let outside = |a: ArrayView3<'_, bool>, b: ArrayView3<'_, bool>| {
+        let mut m = Array3::from_elem(a.raw_dim(), false);
+        Zip::from(&mut m)
+            .and(&a)
+            .and(&b)
+            .par_for_each(|o, &x, &y| *o = x & !y);
+        points_of(m.view())
+    };
+    let count = |a: ArrayView3<'_, bool>| a.iter().filter(|&&x| x).count();
+    let ((rb, rq), (pb, pq)) = rayon::join(
         || {
             rayon::join(
                 || points_of(boundary_voxels(r, Connectivity::Six).view()),
-                || points_of(r),
+                || outside(r, p),
             )
         },
         || {
             rayon::join(
                 || points_of(boundary_voxels(p, Connectivity::Six).view()),
-                || points_of(p),
+                || outside(p, r),
             )
         },
     );
     let (a, b) = rayon::join(
-        || squared_distances(&pb, &ra, shape, spacing, Some(p)).unwrap_or_default(),
-        || squared_distances(&rb, &pa, shape, spacing, Some(r)).unwrap_or_default(),
+        || squared_distances(&pb, &rq, shape, spacing, None).unwrap_or_default(),
+        || squared_distances(&rb, &pq, shape, spacing, None).unwrap_or_default(),
     );
-    Ok((a, b))
+    Ok(((a, count(r)), (b, count(p))))
 }
 
 /// SimpleITK's solid-set Hausdorff distance (see the module docs), in mm.
@@ -488,8 +507,8 @@ pub fn solid_hausdorff(
             })
         }
         Ok((a, b)) => {
-            let max = |v: &[f64]| v.iter().copied().fold(0.0f64, f64::max).sqrt();
-            let mean = |v: &[f64]| v.iter().map(|x| x.sqrt()).sum::<f64>() / v.len() as f64;
+            let max = |v: &SolidDirected| v.0.iter().copied().fold(0.0f64, f64::max).sqrt();
+            let mean = |v: &SolidDirected| v.0.iter().map(|x| x.sqrt()).sum::<f64>() / v.1 as f64;
             let (ma, mb) = (max(&a), max(&b));
             Ok(SolidHausdorff {
                 hausdorff: MetricValue::defined(ma.max(mb)),

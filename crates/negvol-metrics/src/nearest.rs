@@ -5,7 +5,8 @@
 //! and surfaces are sparse in their bounding box. The target points are bucketed in a uniform
 //! grid of 4x4x4-voxel cells; each query visits cells in Chebyshev shells of growing radius and
 //! stops as soon as its best squared distance is no larger than a lower bound of every
-//! unvisited shell (the gap to the visited block along one axis, in mm), so the answer is exact.
+//! unvisited shell (the gap to the visited block along one axis, in mm), so the answer is exact;
+//! inside a shell, a cell whose box is no closer than the best point so far is skipped.
 //! The work is proportional to the surface size when the two surfaces are close (the usual
 //! case). If the shells grow too much (far-apart masks), the search is abandoned once its
 //! total work exceeds a fraction of the EDT's cost, and the exact EDT ([`crate::edt`]) gives
