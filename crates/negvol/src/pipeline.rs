@@ -438,6 +438,7 @@ enum Ray {
     Missed,
     LeftVolume,
     Blocked,
+    BeyondGap,
 }
 
 impl SideCtx<'_> {
@@ -579,24 +580,37 @@ impl SideCtx<'_> {
                 (f(q / nd), f(q % nd))
             })
             .collect();
-        let outcomes: Vec<Option<Vec<Ray>>> = surface
-            .par_iter()
-            .zip(normals.par_iter())
-            .map(|(p, n)| {
-                n.map(|n| {
-                    let (t1, t2) = tangents(n);
-                    let dv = lin.apply_inv(n);
-                    offsets
-                        .iter()
-                        .map(|&(a, b)| {
-                            let o = lin.apply_inv([0, 1, 2].map(|c| a * t1[c] + b * t2[c]));
-                            let start = [0, 1, 2].map(|c| p[c] as f64 + o[c]);
-                            march(&mc_c, &tb_c, start, dv, step, cfg, &crop, shape)
-                        })
-                        .collect()
+        let cast = |classify: bool| -> Vec<Option<Vec<Ray>>> {
+            surface
+                .par_iter()
+                .zip(normals.par_iter())
+                .map(|(p, n)| {
+                    n.map(|n| {
+                        let (t1, t2) = tangents(n);
+                        let dv = lin.apply_inv(n);
+                        offsets
+                            .iter()
+                            .map(|&(a, b)| {
+                                let o = lin.apply_inv([0, 1, 2].map(|c| a * t1[c] + b * t2[c]));
+                                let start = [0, 1, 2].map(|c| p[c] as f64 + o[c]);
+                                march(&mc_c, &tb_c, start, dv, step, cfg, &crop, shape, classify)
+                            })
+                            .collect()
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
+        // Rays are cut at max_gap_mm; only when none meets TB are they marched to
+        // max_distance_mm, to say why in the report.
+        let mut outcomes = cast(false);
+        let any_hit = outcomes
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|r| matches!(r, Ray::Hit { .. }));
+        if !any_hit {
+            outcomes = cast(true);
+        }
         let lat_tol2 = (LATERAL_TOLERANCE * min_sp).powi(2);
         let mut counts = RayCounts::default();
         let mut swept = Array3::from_elem(csh, false);
@@ -646,6 +660,7 @@ impl SideCtx<'_> {
                     Ray::Missed => counts.missed += 1,
                     Ray::LeftVolume => counts.left_volume += 1,
                     Ray::Blocked => counts.blocked += 1,
+                    Ray::BeyondGap => counts.beyond_gap += 1,
                 }
             }
             if wn > 0 {
@@ -963,6 +978,7 @@ fn march(
     cfg: &NvConfig,
     crop: &Bbox,
     full: [usize; 3],
+    classify: bool,
 ) -> Ray {
     let mcv = mc.view();
     let tbv = tb.view();
@@ -1010,6 +1026,10 @@ fn march(
             } else {
                 Ray::Missed
             };
+        }
+        if !classify && t - exit > cfg.max_gap_mm + step {
+            // It can no longer sweep anything; where it ends is only needed for diagnostics.
+            return Ray::BeyondGap;
         }
         let v = grid::trilinear(&tbv, q);
         if v >= 0.5 {

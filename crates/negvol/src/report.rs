@@ -91,6 +91,10 @@ pub struct RayCounts {
     pub cast: usize,
     /// Rays that met TB within `max_gap_mm`: they sweep NV.
     pub hit: usize,
+    /// Rays that did not meet TB within `max_gap_mm` and were not followed further (they
+    /// sweep nothing). Only on a side where no ray met TB within reach are all rays followed
+    /// to `max_distance_mm` and split into `too_long`, `missed` and `left_volume` instead.
+    pub beyond_gap: usize,
     /// Rays that met TB farther than `max_gap_mm`: they sweep nothing.
     pub too_long: usize,
     /// Rays that met nothing within `max_distance_mm`.
