@@ -1,6 +1,6 @@
 //! # negvol-metrics
 //!
-//! Segmentation metrics with stated definitions: overlap scores ([`overlap`]), the exact
+//! Segmentation metrics with stated definitions: overlap scores ([`mod@overlap`]), the exact
 //! anisotropic Euclidean distance transform ([`edt`]), surface extraction ([`surface`]),
 //! surface-distance metrics and their named variants ([`distance`]), the seed paper's "CE"
 //! score ([`probabilistic`]), whole-pair and per-label evaluation ([`pair`]) and mean +- std
