@@ -110,15 +110,14 @@ fn evaluate_files(
     opts: &EvalOptions,
 ) -> AnyResult<(PerLabel, f64)> {
     let geometry_check = |r: &Geometry, p: &Geometry| -> AnyResult<()> {
-        r.check_same(p, a.geometry_tolerance_mm)
-            .map_err(|e| {
-                format!(
-                    "{} and {} have different geometries: {e}",
-                    reference.display(),
-                    prediction.display()
-                )
-                .into()
-            })
+        r.check_same(p, a.geometry_tolerance_mm).map_err(|e| {
+            format!(
+                "{} and {} have different geometries: {e}",
+                reference.display(),
+                prediction.display()
+            )
+            .into()
+        })
     };
     if a.labels.is_some() {
         let r: Volume<u8> = read_nifti(reference)?;
