@@ -18,6 +18,7 @@ use negvol_train::checkpoint::EpochRecord;
 use negvol_train::optim::{LrSchedule, OptimizerConfig};
 use negvol_train::preprocess::Normalization;
 use negvol_train::run::{build_trainer, cross_validate, default_device, RunConfig};
+use negvol_train::tch;
 use negvol_train::trainer::{Observer, StepEvent};
 use negvol_train::{DatasetSpec, Precision};
 

@@ -2,6 +2,37 @@
 //!
 //! Datasets, preprocessing, patch sampling, augmentation, the training loop, checkpoints and
 //! sliding-window inference for 3D segmentation networks on tch.
+//!
+//! The stages, nnU-Net style, each with a serde configuration:
+//! - [`dataset`]: a folder of `case_*/image.nii.gz` + masks, or a JSON manifest (the
+//!   negvol-phantom `dataset.json` included); geometry and label checks naming the case;
+//!   k-fold splits by patient;
+//! - [`preprocess`] / [`interp`]: CT window, the paper's min-max to `[-1, 1]`, z-score, nnU-Net's
+//!   foreground-percentile z-score (fitted on the training set and stored), resampling to a
+//!   spacing, cropping to a volume of interest;
+//! - [`augment`] / [`sampler`]: the paper's and nnU-Net's augmentations, image and label in
+//!   sync, foreground oversampling, batches made on worker threads, deterministic per seed;
+//! - [`trainer`] / [`optim`] / [`checkpoint`]: Adam/AdamW/SGD-Nesterov, step/poly LR, gradient
+//!   clipping, CUDA autocast (bf16/f16), validation with Dice/HD95, early stopping, atomic best
+//!   and last checkpoints, exact resume, `log.jsonl` and `curves.png`;
+//! - [`infer`]: sliding-window inference with Gaussian weighting, batched windows, flip TTA;
+//! - [`run`]: the whole run as one JSON ([`run::RunConfig`]) with the negvol networks and losses,
+//!   cross-validation, and [`run::LoadedModel`] for inference from a checkpoint;
+//! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing).
+//!
+//! ```
+//! use ndarray::Array3;
+//! use negvol_train::infer::{sliding_window, Activation, InferenceConfig};
+//! use negvol_train::tch::{Device, Tensor};
+//!
+//! // An identity "network" through overlapping Gaussian-weighted windows gives the input back.
+//! let img = Array3::from_shape_fn((12, 10, 9), |(i, j, k)| (i + 2 * j + 3 * k) as f32);
+//! let cfg = InferenceConfig { patch: [8, 8, 8], activation: Activation::None, ..Default::default() };
+//! let ident = |x: &Tensor| -> negvol_train::Result<Tensor> { Ok(x.shallow_clone()) };
+//! let out = sliding_window(&ident, &img, &cfg, Device::Cpu)?;
+//! assert!((out[[0, 5, 4, 3]] - img[[5, 4, 3]]).abs() < 1e-4);
+//! # Ok::<(), negvol_train::TrainError>(())
+//! ```
 #![warn(missing_docs)]
 // `!(x > 0.0)` is used on purpose: unlike `x <= 0.0` it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -16,6 +47,7 @@ pub mod interp;
 pub mod optim;
 pub mod plot;
 pub mod preprocess;
+pub mod refine;
 pub mod run;
 pub mod sampler;
 pub mod trainer;

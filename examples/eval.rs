@@ -1,0 +1,172 @@
+//! Evaluate a trained model on a dataset in the seed paper's Table 1 layout.
+//!
+//! ```text
+//! cargo run --release --example eval -- --model-file runs/mc/best.json --input-data test --csv mc.csv
+//! ```
+//! Per structure: DICE (%), CE (mean per-voxel cross-entropy of the predicted foreground
+//! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
+//! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
+//! cases (cases where a metric is undefined, e.g. an empty prediction, are counted apart).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use negvol_metrics::{
+    cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Report,
+};
+use negvol_train::run::{default_device, LoadedModel};
+use negvol_train::{tch, DatasetSpec};
+
+#[derive(Parser, Debug)]
+#[command(about = "Evaluate a negvol model (Table 1 layout)")]
+struct Args {
+    /// Checkpoint (best.json / best.safetensors).
+    #[arg(long)]
+    model_file: PathBuf,
+    /// Dataset folder or manifest.
+    #[arg(long)]
+    input_data: PathBuf,
+    /// Per-case CSV output.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Summary JSON output.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// NSD tolerance (mm).
+    #[arg(long, default_value_t = 1.0)]
+    tolerance_mm: f64,
+    /// Flip test-time augmentation.
+    #[arg(long)]
+    tta: bool,
+    /// Sliding-window overlap (default: the model's).
+    #[arg(long)]
+    overlap: Option<f64>,
+    /// Device: auto, cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let device = match a.device.as_str() {
+        "auto" => default_device(),
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
+    };
+    let model = LoadedModel::load(&a.model_file, device)?;
+    let targets = model.train.targets.clone();
+    let mut inf = model.train.validation.inference.clone();
+    inf.flip_tta |= a.tta;
+    if let Some(o) = a.overlap {
+        inf.overlap = o;
+    }
+    let spec = DatasetSpec::open(&a.input_data)?;
+    let opts = EvalOptions {
+        tolerance_mm: a.tolerance_mm,
+        surfels: false,
+        solid: false,
+        seed_paper: true,
+        ..Default::default()
+    };
+    let mut rows: Vec<CaseRow> = Vec::new();
+    let t0 = std::time::Instant::now();
+    for c in &spec.cases {
+        let case = negvol_train::dataset::load_case(c, &targets)?;
+        let pred = model.predict(&case.image, Some(&inf))?;
+        for (t, name) in targets.iter().enumerate() {
+            let cls = (t + 1) as u8;
+            let truth = case.label.data().mapv(|v| v == cls);
+            let mask = pred.labels.data().mapv(|v| v == cls);
+            let m = evaluate_pair(
+                truth.view(),
+                mask.view(),
+                case.image.geometry().spacing(),
+                &opts,
+            )?;
+            let ce = cross_entropy(pred.probabilities[t + 1].view(), truth.view())?;
+            let pct = |v: MetricValue| MetricValue {
+                value: v.value.map(|x| 100.0 * x),
+                note: v.note,
+            };
+            let values = vec![
+                ("DICE %".to_string(), pct(m.overlap.dice)),
+                ("CE".to_string(), MetricValue::defined(ce)),
+                (
+                    "HD (paper, voxels)".to_string(),
+                    m.seed_paper_hd_voxels.unwrap_or(MetricValue {
+                        value: None,
+                        note: None,
+                    }),
+                ),
+                ("HD mm".to_string(), m.voxel_surface.hd),
+                ("HD95 mm".to_string(), m.voxel_surface.hd_percentile),
+                ("ASSD mm".to_string(), m.voxel_surface.assd),
+                (format!("NSD@{}mm", a.tolerance_mm), m.voxel_surface.nsd),
+            ];
+            eprintln!(
+                "{} {name}: Dice {}, HD95 {}",
+                c.id,
+                values[0].1.get().map_or("-".into(), |v| format!("{v:.2}%")),
+                values[4]
+                    .1
+                    .get()
+                    .map_or("-".into(), |v| format!("{v:.2} mm"))
+            );
+            rows.push(CaseRow {
+                case: format!("{}:{name}", c.id),
+                label: Some(cls),
+                values,
+            });
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "| Obj | Score | {} ({}, {} cases) |",
+        model.model.net.arch(),
+        model.model.loss.name(),
+        spec.cases.len()
+    );
+    println!("|---|---|---|");
+    let mut summaries = serde_json::Map::new();
+    for (t, name) in targets.iter().enumerate() {
+        let cls = (t + 1) as u8;
+        let report = Report::from_cases(
+            rows.iter()
+                .filter(|r| r.label == Some(cls))
+                .map(|r| r.values.clone()),
+        );
+        let order: Vec<String> = rows
+            .iter()
+            .find(|r| r.label == Some(cls))
+            .map(|r| r.values.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        for metric in order {
+            let s = &report.metrics[&metric];
+            let cell = match (s.mean, s.std) {
+                (Some(m), Some(sd)) => format!("{m:.3}+-{sd:.3}"),
+                (Some(m), None) => format!("{m:.3}"),
+                _ => "n/a".into(),
+            };
+            let undefined = if s.n_undefined > 0 {
+                format!(" ({} undefined)", s.n_undefined)
+            } else {
+                String::new()
+            };
+            println!("| {} | {metric} | {cell}{undefined} |", name.to_uppercase());
+        }
+        summaries.insert(name.clone(), serde_json::to_value(&report)?);
+    }
+    println!("{} cases in {secs:.1} s", spec.cases.len());
+    if let Some(p) = &a.csv {
+        negvol_train::checkpoint::write_atomic(p, csv_table(&rows).as_bytes())?;
+        println!("per-case CSV: {}", p.display());
+    }
+    if let Some(p) = &a.json {
+        negvol_train::checkpoint::write_atomic(
+            p,
+            serde_json::to_string_pretty(&summaries)?.as_bytes(),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The whole pipeline on one CT: segment the condyle (MC) and the temporal bone (TB) with two
+//! trained models, optionally refine TB with 3D Canny edges (the paper's step C), derive the
+//! negative volume, and write masks, meshes, pictures and a report.
+//!
+//! ```text
+//! cargo run --release --example pipeline -- --image ct.nii.gz \
+//!     --mc-model runs/mc/best.json --tb-model runs/tb/best.json --out out/ct [--truth case_007]
+//! ```
+//! With `--truth DIR` (a phantom case folder holding `mc.nii.gz`, `tb.nii.gz`, `nv.nii.gz`) the
+//! predicted MC, TB (with and without refinement) and NV are scored against it.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use negvol::{derive_nv, write_outputs, NvConfig, OutputOptions};
+use negvol_metrics::{evaluate_pair, EvalOptions};
+use negvol_train::refine::{refine_tb, RefineConfig};
+use negvol_train::run::{default_device, LoadedModel};
+use negvol_train::tch;
+use negvol_volume::Volume;
+
+#[derive(Parser, Debug)]
+#[command(about = "CT -> MC, TB -> NV with trained negvol models")]
+struct Args {
+    /// Input CT (NIfTI, HU).
+    #[arg(long)]
+    image: PathBuf,
+    /// Condyle model (checkpoint .json or .safetensors); its first target is used.
+    #[arg(long)]
+    mc_model: PathBuf,
+    /// Temporal-bone model; its first target is used. May be the same file as --mc-model when
+    /// one model segments both (targets mc and tb).
+    #[arg(long)]
+    tb_model: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Refine TB with Canny edges (step C).
+    #[arg(long)]
+    refine: bool,
+    /// Refinement settings (JSON file of negvol_train::refine::RefineConfig).
+    #[arg(long)]
+    refine_config: Option<PathBuf>,
+    /// NV settings (JSON file of negvol::NvConfig).
+    #[arg(long)]
+    nv_config: Option<PathBuf>,
+    /// A case folder with mc/tb/nv truth masks to score against.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Flip test-time augmentation.
+    #[arg(long)]
+    tta: bool,
+    /// Skip meshes and pictures.
+    #[arg(long)]
+    no_pictures: bool,
+    /// Device: auto, cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// Mask of `target` (by name; else the model's first target) predicted by `model`, and its
+/// probability.
+fn segment(
+    model: &LoadedModel,
+    image: &Volume<f32>,
+    target: &str,
+    tta: bool,
+) -> Result<(Volume<bool>, Volume<f32>), Box<dyn std::error::Error>> {
+    let mut inf = model.train.validation.inference.clone();
+    inf.flip_tta |= tta;
+    let pred = model.predict(image, Some(&inf))?;
+    let t = model
+        .train
+        .targets
+        .iter()
+        .position(|x| x == target)
+        .unwrap_or(0);
+    let cls = (t + 1) as u8;
+    Ok((
+        pred.labels.map(|v| *v == cls),
+        pred.probabilities[t + 1].clone(),
+    ))
+}
+
+fn score(name: &str, truth: &Path, pred: &Volume<bool>) -> Result<(), Box<dyn std::error::Error>> {
+    let t = negvol_volume::read_mask(truth)?;
+    let opts = EvalOptions {
+        surfels: false,
+        solid: false,
+        seed_paper: false,
+        ..Default::default()
+    };
+    let m = evaluate_pair(t.view(), pred.view(), pred.geometry().spacing(), &opts)?;
+    let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "  {name:<12} Dice {} HD95 {} mm ASSD {} mm volume {:.1} vs {:.1} mm3",
+        f(m.overlap.dice.get()),
+        f(m.voxel_surface.hd_percentile.get()),
+        f(m.voxel_surface.assd.get()),
+        m.prediction_volume_mm3,
+        m.reference_volume_mm3
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let device = match a.device.as_str() {
+        "auto" => default_device(),
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
+    };
+    let image = negvol_volume::read_nifti::<f32>(&a.image)?;
+    let t0 = std::time::Instant::now();
+    let mc_model = LoadedModel::load(&a.mc_model, device)?;
+    let (mc, _) = segment(&mc_model, &image, "mc", a.tta)?;
+    let tb_model = if a.tb_model == a.mc_model {
+        None
+    } else {
+        Some(LoadedModel::load(&a.tb_model, device)?)
+    };
+    let (tb_raw, tb_prob) = segment(tb_model.as_ref().unwrap_or(&mc_model), &image, "tb", a.tta)?;
+    let t_seg = t0.elapsed().as_secs_f64();
+    let tb = if a.refine {
+        let cfg = match &a.refine_config {
+            Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+            None => RefineConfig::default(),
+        };
+        refine_tb(&image, &tb_raw, &tb_prob, &cfg)?
+    } else {
+        tb_raw.clone()
+    };
+    let nv_cfg: NvConfig = match &a.nv_config {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => NvConfig::default(),
+    };
+    let t1 = std::time::Instant::now();
+    let result = derive_nv(&mc, &tb, &nv_cfg)?;
+    let t_nv = t1.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&a.out)?;
+    negvol_volume::write_mask(a.out.join("mc.nii.gz"), &mc)?;
+    negvol_volume::write_mask(a.out.join("tb.nii.gz"), &tb)?;
+    let opts = OutputOptions {
+        meshes: !a.no_pictures,
+        pictures: !a.no_pictures,
+        ..Default::default()
+    };
+    let files = write_outputs(&a.out, &result, &mc, &tb, Some(&image), &opts)?;
+    let r = &result.report;
+    println!(
+        "{}: segmentation {t_seg:.2} s, NV {t_nv:.2} s (device {device:?})",
+        a.image.display()
+    );
+    for s in &r.sides {
+        match &s.width {
+            Some(w) if s.has_nv => println!(
+                "  {:>5}: NV {:8.1} mm3, joint space mean {:.2} mm ({:.2}-{:.2} mm)",
+                s.side.name(),
+                s.nv_volume_mm3,
+                w.mean_mm,
+                w.min_mm,
+                w.max_mm
+            ),
+            _ => println!("  {:>5}: no NV", s.side.name()),
+        }
+        for i in &s.issues {
+            println!("         {:?}: {}", i.code, i.message);
+        }
+    }
+    if let Some(ai) = r.asymmetry.index {
+        println!("  asymmetry index {ai:.3}");
+    }
+    if let Some(dir) = &a.truth {
+        println!("against the truth in {}:", dir.display());
+        score("MC", &dir.join("mc.nii.gz"), &mc)?;
+        score("TB", &dir.join("tb.nii.gz"), &tb_raw)?;
+        if a.refine {
+            score("TB refined", &dir.join("tb.nii.gz"), &tb)?;
+        }
+        score("NV", &dir.join("nv.nii.gz"), &result.nv)?;
+    }
+    println!("wrote {} files to {}", files.len() + 2, a.out.display());
+    Ok(())
+}

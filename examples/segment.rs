@@ -1,0 +1,97 @@
+//! Segment a CT with a trained model: label map (and optionally probabilities) as NIfTI in the
+//! CT's own geometry.
+//!
+//! ```text
+//! cargo run --release --example segment -- --model-file runs/mc/best.json --image ct.nii.gz --out mc.nii.gz
+//! ```
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use negvol_train::run::{default_device, LoadedModel};
+use negvol_train::tch;
+
+#[derive(Parser, Debug)]
+#[command(about = "Segment a CT with a negvol model")]
+struct Args {
+    /// Checkpoint (best.json / best.safetensors).
+    #[arg(long)]
+    model_file: PathBuf,
+    /// Input image (NIfTI).
+    #[arg(long)]
+    image: PathBuf,
+    /// Output label map (NIfTI, u8: 0 background, t+1 for target t).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the foreground probability of each target to `<out stem>_prob_<target>.nii.gz`.
+    #[arg(long)]
+    probabilities: bool,
+    /// Flip test-time augmentation.
+    #[arg(long)]
+    tta: bool,
+    /// Sliding-window overlap (default: the model's).
+    #[arg(long)]
+    overlap: Option<f64>,
+    /// Windows per forward pass.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Device: auto, cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let device = match a.device.as_str() {
+        "auto" => default_device(),
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
+    };
+    let model = LoadedModel::load(&a.model_file, device)?;
+    let mut inf = model.train.validation.inference.clone();
+    inf.flip_tta |= a.tta;
+    if let Some(o) = a.overlap {
+        inf.overlap = o;
+    }
+    if let Some(b) = a.batch_size {
+        inf.batch_size = b;
+    }
+    let image = negvol_volume::read_nifti::<f32>(&a.image)?;
+    let t0 = std::time::Instant::now();
+    let pred = model.predict(&image, Some(&inf))?;
+    let secs = t0.elapsed().as_secs_f64();
+    negvol_volume::write_nifti(&a.out, &pred.labels)?;
+    let g = image.geometry();
+    println!(
+        "{} {:?} at {:?} mm on {device:?}: {secs:.2} s",
+        a.image.display(),
+        g.shape(),
+        g.spacing()
+    );
+    for (t, name) in model.train.targets.iter().enumerate() {
+        let n = pred
+            .labels
+            .data()
+            .iter()
+            .filter(|v| **v as usize == t + 1)
+            .count();
+        println!(
+            "  {name}: {n} voxels, {:.1} mm3",
+            n as f64 * g.voxel_volume_mm3()
+        );
+        if a.probabilities {
+            let name_s = a
+                .out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = name_s.trim_end_matches(".gz").trim_end_matches(".nii");
+            let p = a.out.with_file_name(format!("{stem}_prob_{name}.nii.gz"));
+            negvol_volume::write_nifti(&p, &pred.probabilities[t + 1])?;
+            println!("  probabilities: {}", p.display());
+        }
+    }
+    println!("labels: {}", a.out.display());
+    Ok(())
+}
