@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --example volume-convert -- ct.nii.gz ct_ras.nii.gz --reorient RAS --spacing 0.5,0.5,0.5
 //! cargo run --example volume-convert -- labels.nii.gz l.nii.gz --spacing 1,1,1 --interp nearest --dtype u8
+//! cargo run --example volume-convert -- dicom/CT/ ct.nii.gz --dtype i16
 //! cargo run --example volume-convert -- condyle.stl condyle_mask.nii.gz --like ct.nii.gz
 //! ```
 
@@ -23,7 +24,7 @@ enum Interp {
 #[derive(Parser)]
 #[command(about = "Convert/reorient/resample NIfTI files, or voxelize STL meshes")]
 struct Args {
-    /// Input .nii / .nii.gz (or .stl with --like).
+    /// Input .nii / .nii.gz, a DICOM series folder, or .stl with --like.
     input: PathBuf,
     /// Output .nii / .nii.gz (gzip by extension).
     output: PathBuf,

@@ -1,6 +1,7 @@
 //! Print what a NIfTI or STL file holds, as JSON: shape, spacing, affine, orientation,
 //! datatype, value range (NIfTI) or triangle count, closedness, volume (STL). Given a
-//! directory, describes every `.nii`, `.nii.gz` and `.stl` in it (not recursively).
+//! directory, describes every `.nii`, `.nii.gz` and `.stl` in it (not recursively), or, if
+//! it has none, reads it as a DICOM series (shape, spacing, RAS affine, HU range).
 //!
 //! ```sh
 //! cargo run --example volume-info -- ct.nii.gz
@@ -10,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use negvol_volume::{file_kind, nifti_info, stl_info, FileKind};
+use negvol_volume::{dicom_info, file_kind, nifti_info, stl_info, FileKind};
 
 #[derive(Parser)]
 #[command(about = "Describe NIfTI/STL files as JSON")]
@@ -22,6 +23,7 @@ struct Args {
 fn describe(p: &Path) -> serde_json::Value {
     let r = match file_kind(p) {
         Some(FileKind::Stl) => stl_info(p).map(serde_json::to_value),
+        Some(FileKind::Directory) => dicom_info(p).map(serde_json::to_value),
         _ => nifti_info(p).map(serde_json::to_value),
     };
     match r {
@@ -33,12 +35,18 @@ fn describe(p: &Path) -> serde_json::Value {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let out = if args.path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&args.path)?
+    let files: Vec<PathBuf> = if args.path.is_dir() {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(&args.path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| file_kind(p).is_some())
+            .filter(|p| matches!(file_kind(p), Some(FileKind::Nifti | FileKind::Stl)))
             .collect();
-        files.sort();
+        f.sort();
+        f
+    } else {
+        Vec::new()
+    };
+    // A folder of NIfTI/STL files is listed; any other folder is read as a DICOM series.
+    let out = if !files.is_empty() {
         serde_json::Value::Array(files.iter().map(|p| describe(p)).collect())
     } else {
         describe(&args.path)

@@ -46,6 +46,15 @@ pub enum VolumeError {
         /// What is wrong with it.
         message: String,
     },
+    /// A DICOM series folder is inconsistent: mixed series, sizes or orientations, missing
+    /// slices, uneven or duplicate slice positions, or no images at all.
+    #[error("{path}: DICOM series: {message}")]
+    Series {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A file uses a feature of its format that negvol does not support.
     #[error("{path}: unsupported: {message}")]
     Unsupported {

@@ -57,6 +57,8 @@
 // Small fixed-size matrix code reads best with explicit indices.
 #![allow(clippy::needless_range_loop)]
 
+#[cfg(feature = "dicom")]
+mod dicom;
 mod error;
 mod geometry;
 mod nifti_io;
@@ -68,6 +70,8 @@ mod tools;
 mod volume;
 mod voxelize;
 
+#[cfg(feature = "dicom")]
+pub use dicom::{read_dicom_series, read_dicom_series_with, DicomReadOptions};
 pub use error::{Result, VolumeError};
 pub use geometry::Geometry;
 pub use nifti_io::{
@@ -83,5 +87,7 @@ pub use tools::{
     convert, file_kind, nifti_info, stl_info, ConvertOptions, ConvertReport, FileKind, NiftiInfo,
     StlInfo, ValueStats,
 };
+#[cfg(feature = "dicom")]
+pub use tools::{dicom_info, DicomSeriesInfo};
 pub use volume::Volume;
 pub use voxelize::{voxelize, voxelize_with, FillRule, VoxelizeOptions};

@@ -129,6 +129,43 @@ pub fn nifti_info(path: impl AsRef<Path>) -> Result<NiftiInfo> {
     })
 }
 
+/// What `volume-info` prints for a DICOM series folder.
+#[cfg(feature = "dicom")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DicomSeriesInfo {
+    /// The folder.
+    pub path: PathBuf,
+    /// Shape `[ni, nj, nk]` (columns, rows, slices).
+    pub shape: [usize; 3],
+    /// Spacing in mm.
+    pub spacing: [f64; 3],
+    /// Voxel-to-world (RAS+ mm) affine.
+    pub affine: [[f64; 4]; 4],
+    /// Orientation code.
+    pub orientation: String,
+    /// Always `"HU (f32)"`: rescaled values.
+    pub datatype: String,
+    /// Value statistics (HU).
+    pub values: ValueStats,
+}
+
+/// Describe a DICOM series folder (read with [`crate::read_dicom_series`]).
+#[cfg(feature = "dicom")]
+pub fn dicom_info(dir: impl AsRef<Path>) -> Result<DicomSeriesInfo> {
+    let dir = dir.as_ref();
+    let v = crate::read_dicom_series(dir)?;
+    let g = v.geometry();
+    Ok(DicomSeriesInfo {
+        path: dir.to_path_buf(),
+        shape: g.shape(),
+        spacing: g.spacing(),
+        affine: g.affine(),
+        orientation: g.orientation_code(),
+        datatype: "HU (f32)".into(),
+        values: ValueStats::of(&v),
+    })
+}
+
 /// What `volume-info` prints for an STL file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StlInfo {
@@ -173,10 +210,15 @@ pub enum FileKind {
     Nifti,
     /// `.stl`.
     Stl,
+    /// A directory (read as a DICOM series).
+    Directory,
 }
 
 /// The [`FileKind`] of a path, case-insensitively; `None` for other extensions.
 pub fn file_kind(path: &Path) -> Option<FileKind> {
+    if path.is_dir() {
+        return Some(FileKind::Directory);
+    }
     let name = path.file_name()?.to_str()?.to_ascii_lowercase();
     if name.ends_with(".nii") || name.ends_with(".nii.gz") {
         Some(FileKind::Nifti)
@@ -222,7 +264,8 @@ pub struct ConvertReport {
     pub datatype: String,
 }
 
-/// Convert a NIfTI file (optionally one frame, reoriented, resampled, retyped) to another
+/// Convert a NIfTI file or a DICOM series folder (feature `dicom`; written as f32 HU unless
+/// `dtype` says otherwise) (optionally one frame, reoriented, resampled, retyped) to a
 /// NIfTI file; or voxelize an STL mesh onto the grid of `options.like` and write it as a
 /// mask. The output is written atomically.
 pub fn convert(
@@ -244,6 +287,11 @@ pub fn convert(
             let mask = voxelize(&mesh, &geometry)?;
             (mask.map(|&b| if b { 1.0 } else { 0.0 }), NiftiDtype::U8)
         }
+        #[cfg(feature = "dicom")]
+        Some(FileKind::Directory) => (
+            crate::read_dicom_series(input)?.map(|&x| x as f64),
+            NiftiDtype::F32,
+        ),
         _ => {
             let h = read_nifti_header(input)?;
             let v = read_nifti_with::<f64>(
