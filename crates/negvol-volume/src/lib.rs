@@ -53,6 +53,43 @@
 //! # }
 //! ```
 //!
+//! ## Reorientation and resampling
+//!
+//! [`reorient`] permutes and flips axes exactly (no interpolation) so that the volume's
+//! [`Geometry::orientation_code`] becomes e.g. `"RAS"`; the affine is updated so every voxel
+//! keeps its world position, and [`AxisTransform::inverse`] maps results (e.g. predictions
+//! made in RAS) back. It matches nibabel's `as_closest_canonical` on the fixtures.
+//! [`resample`] maps each target voxel centre through both affines (trilinear or nearest);
+//! [`resample_to_spacing`] keeps the field of view centred ([`spacing_geometry`] states the
+//! convention).
+//!
+//! ```
+//! use negvol_volume::*;
+//! let a = [[-0.4, 0.0, 0.0, 0.0], [0.0, 0.0, 0.4, 0.0], [0.0, -0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+//! let v = Volume::<f32>::zeros(Geometry::new([10, 6, 12], a)?);
+//! assert_eq!(v.geometry().orientation_code(), "LIA");
+//! let (ras, t) = reorient_to_ras(&v)?;
+//! assert_eq!(ras.geometry().shape(), [10, 12, 6]);
+//! let iso = resample_to_spacing(&ras, [0.4; 3], Interpolation::Linear)?;
+//! assert_eq!(iso.geometry().shape(), [10, 12, 12]);
+//! let back = t.inverse().apply(&ras)?;
+//! assert_eq!(back.data(), v.data());
+//! # Ok::<(), VolumeError>(())
+//! ```
+//!
+//! ## Meshes
+//!
+//! [`read_stl`] reads ASCII and binary STL into a welded [`TriMesh`]; [`write_stl`] writes
+//! binary STL atomically. [`voxelize`] fills a closed mesh onto any [`Geometry`] exactly
+//! (integer orientation tests with symbolic perturbation, so rays through vertices and edges
+//! are counted once; voxel centres on the surface follow a half-open rule).
+//!
+//! ## DICOM (feature `dicom`, default)
+//!
+//! [`read_dicom_series`] reads an uncompressed CT/CBCT series folder into Hounsfield units with
+//! slices ordered by position along the normal and the RAS affine; mixed series, missing
+//! slices and uneven spacing are [`VolumeError::Series`] errors.
+//!
 #![warn(missing_docs)]
 // Small fixed-size matrix code reads best with explicit indices.
 #![allow(clippy::needless_range_loop)]
