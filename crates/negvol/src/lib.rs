@@ -8,7 +8,10 @@
 //!   "between" method), clean-up, per-side measurements ([`NvReport`]);
 //! - [`NvConfig`]: every parameter, serde, documented defaults;
 //! - [`mesh`]: marching tetrahedra on a mask, binary STL;
-//! - [`render`]: PNG slices with MC/TB/NV overlays.
+//! - [`render`]: PNG slices with MC/TB/NV overlays;
+//! - [`write_outputs`]: NV mask, width maps, meshes, pictures and the JSON report in a folder.
+//!
+//! Accuracy on the phantoms and speed are in the crate README.
 //!
 //! ```
 //! use ndarray::Array3;
