@@ -56,7 +56,8 @@ pub struct NiftiWriteOptions {
     pub scl_slope: f64,
     /// `scl_inter` to store (finite). Default 0.
     pub scl_inter: f64,
-    /// gzip level 0..=9 for `.gz` paths (default 6). Whether to compress is decided by the
+    /// gzip level 0..=9 for `.gz` paths (default 1, as nibabel: fast, and CT compresses well
+    /// at any level). Whether to compress is decided by the
     /// extension alone.
     pub compression_level: u32,
     /// `descrip` (at most 79 bytes; longer text is refused).
@@ -73,7 +74,7 @@ impl Default for NiftiWriteOptions {
             dtype: None,
             scl_slope: 1.0,
             scl_inter: 0.0,
-            compression_level: 6,
+            compression_level: 1,
             description: String::new(),
             qform_code: 1,
             sform_code: 1,
