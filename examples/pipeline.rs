@@ -127,7 +127,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
             None => RefineConfig::default(),
         };
-        refine_tb(&image, &tb_raw, &tb_prob, &cfg)?
+        let mut r = refine_tb(&image, &tb_raw, &tb_prob, &cfg)?;
+        // Edges on the condyle's own surface are not temporal bone.
+        let mut removed = 0usize;
+        ndarray::Zip::from(r.view_mut())
+            .and(mc.view())
+            .for_each(|t, m| {
+                if *t && *m {
+                    *t = false;
+                    removed += 1;
+                }
+            });
+        let added = r.data().iter().filter(|v| **v).count() as i64
+            - tb_raw.data().iter().filter(|v| **v).count() as i64;
+        println!("step C: TB refined with Canny edges ({added:+} voxels; {removed} condyle voxels left out)");
+        r
     } else {
         tb_raw.clone()
     };

@@ -20,7 +20,7 @@ use negvol_train::preprocess::Normalization;
 use negvol_train::run::{build_trainer, cross_validate, default_device, RunConfig};
 use negvol_train::tch;
 use negvol_train::trainer::{Observer, StepEvent};
-use negvol_train::{DatasetSpec, Precision};
+use negvol_train::DatasetSpec;
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a negvol segmentation network")]
@@ -82,6 +82,12 @@ struct Args {
     /// Augmentation preset: paper, nnunet (paper + nnU-Net intensity/zoom) or none.
     #[arg(long)]
     augment: Option<String>,
+    /// Train on volumes of interest: label bounding box + this margin (mm).
+    #[arg(long)]
+    crop_margin_mm: Option<f64>,
+    /// Resample every case to this spacing (mm): S or SI,SJ,SK.
+    #[arg(long, value_delimiter = ',')]
+    spacing: Option<Vec<f64>>,
     /// Gradient-norm clip.
     #[arg(long)]
     grad_clip: Option<f64>,
@@ -316,6 +322,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
     }
+    if a.crop_margin_mm.is_some() {
+        t.crop_margin_mm = a.crop_margin_mm;
+    }
+    if let Some(sp) = &a.spacing {
+        t.target_spacing = Some(match sp.as_slice() {
+            [s] => [*s; 3],
+            [a, b, c] => [*a, *b, *c],
+            _ => return Err(format!("--spacing needs 1 or 3 values, got {sp:?}").into()),
+        });
+    }
     if a.grad_clip.is_some() {
         t.grad_clip = a.grad_clip;
     }
@@ -338,7 +354,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cuda" => tch::Device::Cuda(0),
         other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
     };
-    let _ = Precision::F32;
     run.validate()?;
     std::fs::create_dir_all(&a.out)?;
     negvol_train::checkpoint::write_atomic(

@@ -59,6 +59,10 @@ pub struct TrainConfig {
     pub normalization: Normalization,
     /// Resample every case to this spacing (mm) before training and inference.
     pub target_spacing: Option<[f64; 3]>,
+    /// Crop every training case to the bounding box of its labels grown by this margin (mm
+    /// per side) before sampling: a volume of interest around the joint, as the seed paper
+    /// trains on VOIs. Inference still covers the whole image. `None`: no crop.
+    pub crop_margin_mm: Option<f64>,
     /// Patch sampling.
     pub sampler: SamplerConfig,
     /// Augmentation.
@@ -90,6 +94,7 @@ impl Default for TrainConfig {
                 max: None,
             },
             target_spacing: None,
+            crop_margin_mm: None,
             sampler: SamplerConfig::default(),
             augment: AugmentConfig::paper(),
             optimizer: OptimizerConfig::default(),
@@ -108,6 +113,13 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         if self.targets.is_empty() {
             return Err(TrainError::Config("no target structure".into()));
+        }
+        if let Some(m) = self.crop_margin_mm {
+            if !(m >= 0.0 && m.is_finite()) {
+                return Err(TrainError::Config(format!(
+                    "crop margin {m} mm must be finite and >= 0"
+                )));
+            }
         }
         if self.epochs == 0 {
             return Err(TrainError::Config("epochs must be > 0".into()));

@@ -28,7 +28,7 @@ use crate::dataset::Case;
 use crate::infer::{sliding_window, to_prediction, InferenceConfig, Prediction};
 use crate::interp::{geometry_with_spacing, resample_image, resample_labels, Interpolation};
 use crate::optim::Optimizer;
-use crate::preprocess::Normalization;
+use crate::preprocess::{voi_around_labels, Normalization};
 use crate::sampler::{Batch, Loader, PreparedCase};
 use crate::{Result, TrainError};
 
@@ -340,6 +340,7 @@ impl Trainer {
     fn prepare(&self, cases: &[Case]) -> Result<Vec<PreparedCase>> {
         use rayon::prelude::*;
         let (norm, spacing) = (&self.cfg.normalization, self.cfg.target_spacing);
+        let crop_margin = self.cfg.crop_margin_mm;
         cases
             .par_iter()
             .map(|c| {
@@ -348,6 +349,22 @@ impl Trainer {
                     c.label.data().clone()
                 } else {
                     resample_labels(&c.label, &geom, 0)?.into_parts().0
+                };
+                let (img, lab) = match crop_margin.and_then(|m| {
+                    let sp = geom.spacing();
+                    let margin = [0, 1, 2].map(|a| (m / sp[a]).ceil() as usize);
+                    voi_around_labels(&lab, margin)
+                }) {
+                    Some((start, size)) => {
+                        let s0 = start.map(|x| x as usize);
+                        let sl = ndarray::s![
+                            s0[0]..s0[0] + size[0],
+                            s0[1]..s0[1] + size[1],
+                            s0[2]..s0[2] + size[2]
+                        ];
+                        (img.slice(sl).to_owned(), lab.slice(sl).to_owned())
+                    }
+                    None => (img, lab),
                 };
                 PreparedCase::new(c.id.clone(), img, lab, geom.spacing())
             })
