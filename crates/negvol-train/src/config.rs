@@ -19,6 +19,11 @@ pub enum Precision {
     #[default]
     F32,
     /// CUDA autocast to bfloat16 (no loss scaling needed). On CPU: f32.
+    ///
+    /// tch's `autocast` only enables libtorch's default CUDA autocast dtype (float16), so the
+    /// trainer sets the dtype with `at::autocast::set_autocast_dtype` (called by its C++
+    /// symbol, present in libtorch 2.x). This path builds and links here but has not yet been
+    /// run on a GPU.
     Bf16,
     /// CUDA autocast to float16 with dynamic loss scaling. On CPU: f32.
     F16,

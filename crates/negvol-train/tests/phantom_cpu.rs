@@ -104,3 +104,23 @@ fn short_phantom_training_beats_the_dice_floor() {
     eprintln!("held-out condyle Dice {d:.4}, loss {first:.4} -> {last:.4}");
     assert!(d > DICE_FLOOR, "held-out Dice {d} <= floor {DICE_FLOOR}");
 }
+
+#[test]
+fn cross_validation_trains_one_fresh_model_per_fold() {
+    let cases: Vec<Case> = (0..4).map(|s| phantom_case(10 + s, 2.4)).collect(); // 16^3
+    let mut run = run_config();
+    run.train.epochs = 1;
+    run.train.sampler.batches_per_epoch = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let folds =
+        negvol_train::run::cross_validate(&run, &cases, 2, Device::Cpu, dir.path(), &mut Silent)
+            .unwrap();
+    assert_eq!(folds.len(), 2);
+    for (f, s) in folds.iter().enumerate() {
+        assert_eq!(s.state.epoch, 1);
+        // Every fold starts from step 0: no optimiser state leaks between folds.
+        assert_eq!(s.state.global_step, 2);
+        assert!(dir.path().join(format!("fold_{f}/last.json")).is_file());
+        assert!(s.state.history[0].val_dice.is_some());
+    }
+}
