@@ -172,7 +172,9 @@ pub(crate) fn fits(d: NiftiDtype, v: f64) -> Option<f64> {
     if !v.is_finite() {
         return None;
     }
-    let r = v.round();
+    // Integral values (the common case) skip `round`, a libm call on baseline x86-64.
+    let t = v as i64 as f64;
+    let r = if t == v { v } else { v.round() };
     let (lo, hi) = d.range();
     // For 64-bit types hi is 2^63 or 2^64 exactly, which is itself out of range.
     let hi_ok = if matches!(d, NiftiDtype::I64 | NiftiDtype::U64) {
