@@ -102,6 +102,10 @@ pub struct TrainState {
     pub good_steps: u64,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether the wall-clock budget ([`TrainConfig::max_minutes`]) ended the last
+    /// [`crate::Trainer::fit`] call before its epochs were done (a resumed run continues).
+    #[serde(default)]
+    pub stopped_by_time_budget: bool,
     /// Per-epoch history.
     pub history: Vec<EpochRecord>,
 }

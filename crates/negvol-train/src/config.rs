@@ -78,6 +78,16 @@ pub struct TrainConfig {
     pub schedule: LrSchedule,
     /// Number of epochs.
     pub epochs: usize,
+    /// Wall-clock budget (minutes) of one [`crate::Trainer::fit`] call; `None`: no limit.
+    ///
+    /// Checked after the training batches of every epoch: when the time spent in this call
+    /// plus the mean time of one epoch so far would pass the budget, that epoch is the last
+    /// one (it is validated if validation is on, and checkpointed) and the run ends with
+    /// [`crate::checkpoint::TrainState::stopped_by_time_budget`] set. At least one epoch
+    /// always runs. The run stays deterministic only while the budget is not reached: where
+    /// it stops depends on the machine's speed, so reproducible runs size `epochs` to end
+    /// well within it and keep the budget as a safety limit.
+    pub max_minutes: Option<f64>,
     /// Clip the global gradient norm to this value.
     pub grad_clip: Option<f64>,
     /// Forward precision.
@@ -105,6 +115,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: LrSchedule::default(),
             epochs: 100,
+            max_minutes: None,
             grad_clip: None,
             precision: Precision::F32,
             seed: 0,
@@ -129,6 +140,13 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err(TrainError::Config("epochs must be > 0".into()));
         }
+        if let Some(m) = self.max_minutes {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(TrainError::Config(format!(
+                    "time budget max_minutes = {m} must be finite and > 0"
+                )));
+            }
+        }
         if let Some(c) = self.grad_clip {
             if !(c > 0.0) {
                 return Err(TrainError::Config(format!("gradient clip {c} must be > 0")));
@@ -143,6 +161,21 @@ impl TrainConfig {
     /// Number of classes including background.
     pub fn classes(&self) -> usize {
         self.targets.len() + 1
+    }
+
+    /// The class index of a target structure (`targets[t]` is class `t + 1`), e.g. for
+    /// [`crate::Prediction::mask`].
+    pub fn class_of(&self, target: &str) -> Result<u8> {
+        self.targets
+            .iter()
+            .position(|t| t == target)
+            .and_then(|t| u8::try_from(t + 1).ok())
+            .ok_or_else(|| {
+                TrainError::Config(format!(
+                    "the model does not segment {target:?}; its targets are {:?}",
+                    self.targets
+                ))
+            })
     }
 
     /// Read from a JSON file.
@@ -175,5 +208,40 @@ mod tests {
         let e: TrainConfig = serde_json::from_str(r#"{"epochs": 3}"#).unwrap();
         assert_eq!(e.epochs, 3);
         assert_eq!(e.sampler, SamplerConfig::default());
+        assert_eq!(e.max_minutes, None);
+        let b: TrainConfig = serde_json::from_str(r#"{"max_minutes": 1.5}"#).unwrap();
+        assert_eq!(b.max_minutes, Some(1.5));
+    }
+
+    #[test]
+    fn class_of_follows_the_target_order() {
+        let c = TrainConfig {
+            targets: vec!["mc".into(), "tb".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.class_of("mc").unwrap(), 1);
+        assert_eq!(c.class_of("tb").unwrap(), 2);
+        let e = c.class_of("nv").unwrap_err().to_string();
+        assert!(
+            e.contains("\"nv\"") && e.contains("[\"mc\", \"tb\"]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn time_budget_must_be_positive_and_finite() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let c = TrainConfig {
+                max_minutes: Some(bad),
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("max_minutes"), "{bad}: {e}");
+        }
+        let ok = TrainConfig {
+            max_minutes: Some(0.01),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
     }
 }

@@ -294,6 +294,13 @@ pub struct Prediction {
     pub labels: Volume<u8>,
 }
 
+impl Prediction {
+    /// The mask of one class (voxels whose argmax is `class`), in the prediction's geometry.
+    pub fn mask(&self, class: u8) -> Volume<bool> {
+        self.labels.map(|l| *l == class)
+    }
+}
+
 /// Split a `[C, ni, nj, nk]` probability map into volumes of `geometry` and its argmax.
 pub fn to_prediction(
     probs: &Array4<f32>,
@@ -399,6 +406,13 @@ mod tests {
         for ((i, _, _), l) in p.labels.data().indexed_iter() {
             assert_eq!(*l, u8::from(i >= 5));
         }
+        let (bg, fg) = (p.mask(0), p.mask(1));
+        assert_eq!(fg.geometry(), &g);
+        for ((i, _, _), m) in fg.data().indexed_iter() {
+            assert_eq!(*m, i >= 5);
+        }
+        assert_eq!(bg.data().iter().filter(|v| **v).count(), 500);
+        assert!(!p.mask(2).data().iter().any(|v| *v));
         let s: f32 = p.probabilities[0].data()[[3, 3, 3]] + p.probabilities[1].data()[[3, 3, 3]];
         assert_abs_diff_eq!(s, 1.0, epsilon = 1e-5);
         // Wrong output shape is an error, not a panic.

@@ -473,7 +473,9 @@ impl Trainer {
 
     /// Train for the configured epochs (from the resumed state, if any), validating on `val`
     /// (may be empty), writing `last.*` every epoch and `best.*` on improvement into
-    /// `out_dir`, and a line per epoch to `out_dir/log.jsonl`.
+    /// `out_dir`, and a line per epoch to `out_dir/log.jsonl`. With a wall-clock budget
+    /// ([`TrainConfig::max_minutes`]) the run may end before its epochs are done; the
+    /// returned state says so (`stopped_by_time_budget`).
     pub fn fit(
         &mut self,
         train: &[Case],
@@ -516,6 +518,11 @@ impl Trainer {
         let mut last = crate::checkpoint::checkpoint_paths(out_dir, "last").2;
         let base_lr = self.cfg.optimizer.lr();
         let epochs = self.cfg.epochs;
+        let started = Instant::now();
+        let budget_s = self.cfg.max_minutes.map(|m| m * 60.0);
+        // Seconds of the epochs completed in this call (training and validation).
+        let (mut done_s, mut done_epochs) = (0.0f64, 0usize);
+        self.state.stopped_by_time_budget = false;
         while self.state.epoch < epochs && !self.state.stopped_early {
             let epoch = self.state.epoch;
             let t0 = Instant::now();
@@ -555,9 +562,15 @@ impl Trainer {
                 });
             }
             let train_secs = t0.elapsed().as_secs_f64();
+            let out_of_time = epoch + 1 < epochs
+                && budget_s.is_some_and(|b| {
+                    let mean_epoch = (done_s + train_secs) / (done_epochs + 1) as f64;
+                    started.elapsed().as_secs_f64() + mean_epoch > b
+                });
             let every = self.cfg.validation.every;
-            let do_val =
-                !val.is_empty() && every > 0 && ((epoch + 1) % every == 0 || epoch + 1 == epochs);
+            let do_val = !val.is_empty()
+                && every > 0
+                && ((epoch + 1) % every == 0 || epoch + 1 == epochs || out_of_time);
             let (val_dice, val_hd95) = if do_val {
                 let (d, h) = self.validate(val)?;
                 (Some(d), h)
@@ -580,6 +593,7 @@ impl Trainer {
                 samples_per_second: samples as f64 / train_secs.max(1e-9),
             };
             self.state.epoch = epoch + 1;
+            self.state.stopped_by_time_budget = out_of_time;
             self.state.history.push(record.clone());
             let mut improved = false;
             if let Some(m) = val_mean_dice {
@@ -622,6 +636,11 @@ impl Trainer {
                 &self.state,
             )?;
             observer.on_checkpoint(&last);
+            done_s += t0.elapsed().as_secs_f64();
+            done_epochs += 1;
+            if out_of_time {
+                break;
+            }
         }
         let _ = crate::plot::write_history_png(&out_dir.join("curves.png"), &self.state.history);
         Ok(TrainSummary {

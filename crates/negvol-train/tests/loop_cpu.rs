@@ -289,3 +289,54 @@ fn short_training_learns_to_segment_a_held_out_case() {
     assert!(s.state.best_metric.unwrap() > 0.9);
     assert!(Path::new(&s.best.unwrap()).is_file());
 }
+
+#[test]
+fn time_budget_ends_a_long_run_early_with_a_validated_checkpoint() {
+    let _g = lock();
+    let cases = vec![ball_case("a", 12, [6.0, 6.0, 6.0], 3.0)];
+    let val = vec![ball_case("v", 12, [5.0, 6.0, 7.0], 3.0)];
+    let dir = tempfile::tempdir().unwrap();
+
+    // A budget far below one epoch: exactly one epoch runs, is validated and checkpointed.
+    let mut cfg = config(1_000_000);
+    cfg.validation.every = 1_000_000;
+    cfg.max_minutes = Some(1e-9);
+    let mut t = trainer(cfg.clone());
+    let s = t
+        .fit(&cases, &val, &dir.path().join("one"), &mut Silent)
+        .unwrap();
+    assert_eq!(s.state.epoch, 1);
+    assert!(s.state.stopped_by_time_budget);
+    assert!(s.state.history[0].val_dice.is_some());
+    let (_, rec) = read_record(&s.last).unwrap();
+    assert!(rec.state.stopped_by_time_budget);
+    assert_eq!(rec.config.max_minutes, Some(1e-9));
+
+    // Half a second: several epochs, far fewer than configured; only the last is validated
+    // (`every` is never reached), and the run ends near the budget.
+    cfg.max_minutes = Some(0.5 / 60.0);
+    let mut t = trainer(cfg.clone());
+    let t0 = std::time::Instant::now();
+    let s = t
+        .fit(&cases, &val, &dir.path().join("half"), &mut Silent)
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let h = &s.state.history;
+    assert!(s.state.stopped_by_time_budget);
+    assert!(h.len() > 1 && h.len() < 1_000_000, "{} epochs", h.len());
+    assert!(h[..h.len() - 1].iter().all(|r| r.val_dice.is_none()));
+    assert!(h.last().unwrap().val_dice.is_some());
+    assert!(secs < 20.0, "{secs} s for a 0.5 s budget");
+
+    // Resuming without a budget continues and clears the flag.
+    let mut more = cfg.clone();
+    more.max_minutes = None;
+    more.epochs = h.len() + 1;
+    let mut u = trainer(more);
+    u.resume(&s.last).unwrap();
+    let s2 = u
+        .fit(&cases, &val, &dir.path().join("half"), &mut Silent)
+        .unwrap();
+    assert_eq!(s2.state.epoch, h.len() + 1);
+    assert!(!s2.state.stopped_by_time_budget);
+}
