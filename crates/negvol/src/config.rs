@@ -47,8 +47,10 @@ pub enum SideSplit {
         /// The plane normal, pointing to the patient's right (need not be unit length).
         normal: [f64; 3],
     },
-    /// The plane through the centre of the volume, perpendicular to the voxel axis closest to
-    /// left-right (for volumes whose affine does not put the mid-sagittal plane at `x = 0`).
+    /// The plane `x = x_c` of the world frame through the centre `c` of the volume (voxel
+    /// index `(shape - 1) / 2`), with the patient's right at `x > x_c`: for volumes whose
+    /// affine does not put the mid-sagittal plane at `x = 0` but whose field of view is
+    /// centred on the head.
     VolumeCentre,
     /// No split: the whole volume is one joint (reported as side `whole`).
     None,
@@ -132,8 +134,9 @@ pub struct NvConfig {
     /// distance along the normal, so the same rim needs a smaller limit (phantom sweep: 3.75
     /// mm -> volume -2.6 %, 4.0 -> +1.9 %, 4.25 -> +4.2 %).
     pub between_max_width_mm: Option<f64>,
-    /// Keep only the NV connected components (6-connectivity) that touch both MC and TB
-    /// (DESIGN.md step 3). Default true.
+    /// Keep only the NV connected components (26-connectivity) that touch both MC and TB
+    /// (share a face with a voxel of each; DESIGN.md step 3). Default true. The removed
+    /// volume is reported per side ([`crate::SideReport::removed_volume_mm3`]).
     pub keep_touching_components: bool,
 }
 

@@ -243,8 +243,18 @@ pub(crate) fn closing(mask: ArrayView3<bool>, offs: &[[isize; 3]]) -> Array3<boo
     morph(d.view(), offs, false)
 }
 
-/// 6-connected components: labels (0 = background, 1..=n) and the count.
-pub(crate) fn label6(mask: ArrayView3<bool>) -> (Array3<u32>, u32) {
+/// Which voxels count as neighbours when labelling connected components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connectivity {
+    /// Voxels sharing a face (used by the tests, which compare the two).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Face6,
+    /// Voxels sharing a face, an edge or a corner.
+    Full26,
+}
+
+/// Connected components: labels (0 = background, 1..=n) and the count.
+pub(crate) fn label(mask: ArrayView3<bool>, conn: Connectivity) -> (Array3<u32>, u32) {
     let sh = mask.shape();
     let sh = [sh[0], sh[1], sh[2]];
     let mut lab = Array3::<u32>::zeros(sh);
@@ -260,11 +270,15 @@ pub(crate) fn label6(mask: ArrayView3<bool>) -> (Array3<u32>, u32) {
                 lab[[i, j, k]] = n;
                 stack.push([i, j, k]);
                 while let Some(p) = stack.pop() {
-                    for q in neighbours6(p, sh) {
+                    let mut visit = |q: [usize; 3]| {
                         if mask[q] && lab[q] == 0 {
                             lab[q] = n;
                             stack.push(q);
                         }
+                    };
+                    match conn {
+                        Connectivity::Face6 => neighbours6(p, sh).for_each(&mut visit),
+                        Connectivity::Full26 => neighbours26(p, sh).for_each(&mut visit),
                     }
                 }
             }
@@ -293,6 +307,18 @@ pub(crate) fn neighbours6(p: [usize; 3], sh: [usize; 3]) -> impl Iterator<Item =
             Some([q[0] as usize, q[1] as usize, q[2] as usize])
         } else {
             None
+        }
+    })
+}
+
+/// The in-grid 26-neighbours of `p` (face, edge and corner neighbours).
+pub(crate) fn neighbours26(p: [usize; 3], sh: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
+    (0..27usize).filter(|&c| c != 13).filter_map(move |c| {
+        let d = [c / 9, (c / 3) % 3, c % 3];
+        let q = [0, 1, 2].map(|a| (p[a] + d[a]).checked_sub(1));
+        match q {
+            [Some(a), Some(b), Some(c)] if a < sh[0] && b < sh[1] && c < sh[2] => Some([a, b, c]),
+            _ => None,
         }
     })
 }
@@ -373,8 +399,27 @@ mod tests {
         assert!(c[[4, 4, 4]]);
         assert_eq!(count(c.view()), 125);
         m[[0, 0, 0]] = true;
-        let (_, n) = label6(m.view());
+        let (_, n) = label(m.view(), Connectivity::Face6);
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn diagonal_neighbours_join_only_under_26_connectivity() {
+        let mut m = Array3::from_elem([4, 4, 4], false);
+        m[[1, 1, 1]] = true;
+        m[[2, 2, 2]] = true; // corner neighbour
+        m[[1, 2, 1]] = true; // face neighbour of [1, 1, 1]
+        m[[3, 0, 3]] = true; // two voxels away from everything
+        let (lab6, n6) = label(m.view(), Connectivity::Face6);
+        assert_eq!(n6, 3);
+        assert_eq!(lab6[[1, 1, 1]], lab6[[1, 2, 1]]);
+        assert_ne!(lab6[[1, 1, 1]], lab6[[2, 2, 2]]);
+        let (lab26, n26) = label(m.view(), Connectivity::Full26);
+        assert_eq!(n26, 2);
+        assert_eq!(lab26[[1, 1, 1]], lab26[[2, 2, 2]]);
+        assert_ne!(lab26[[1, 1, 1]], lab26[[3, 0, 3]]);
+        assert_eq!(neighbours26([0, 0, 0], [4, 4, 4]).count(), 7);
+        assert_eq!(neighbours26([1, 1, 1], [4, 4, 4]).count(), 26);
     }
 
     #[test]

@@ -57,5 +57,6 @@ pub use error::{NvError, Result};
 pub use output::{write_atomic, write_outputs, OutputOptions};
 pub use pipeline::{derive_nv, NvResult, RayRecord, SideOutput};
 pub use report::{
-    asymmetry_index, Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, WidthStats,
+    asymmetry_index, Asymmetry, AsymmetryUndefined, Issue, IssueCode, NvReport, RayCounts, Side,
+    SideReport, WidthStats, REMOVED_VOLUME_ISSUE_FRACTION,
 };

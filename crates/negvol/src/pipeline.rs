@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use crate::grid::{self, dot, Bbox, Lin};
 use crate::report::{
-    asymmetry_index, Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, WidthStats,
+    Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, WidthStats,
+    REMOVED_VOLUME_ISSUE_FRACTION,
 };
 use crate::{Method, NvConfig, NvError, OverlapPolicy, Result, SideSplit};
 
@@ -289,7 +290,8 @@ fn scan(
 ///    leaves the volume or re-enters the condyle sweeps nothing.
 ///    [`Method::Between`]: the ellipse test on the EDT feature transforms (see [`Method`]);
 /// 5. clean-up: closing with a ball of `closing_radius_mm`, minus MC and TB, keep the
-///    6-connected components touching both bones;
+///    26-connected components touching (sharing a face with) both bones; what is removed is
+///    counted in the report ([`SideReport::removed_volume_mm3`]);
 /// 6. measures: volume, ray widths (always from the rays, whichever method made the mask).
 ///
 /// Side-level problems (no condyle, no TB within reach, no contact, head pointing away) are
@@ -376,29 +378,10 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
         outputs.push(out);
     }
     let total = reports.iter().map(|r| r.nv_volume_mm3).sum();
-    let asymmetry = match (
+    let asymmetry = Asymmetry::of(
         reports.iter().find(|r| r.side == Side::Left),
         reports.iter().find(|r| r.side == Side::Right),
-    ) {
-        (Some(l), Some(r)) => match asymmetry_index(l.nv_volume_mm3, r.nv_volume_mm3) {
-            Some(i) => Asymmetry {
-                index: Some(i),
-                note: if l.has_nv && r.has_nv {
-                    None
-                } else {
-                    Some("only one side has an NV: the index is 1 by definition".into())
-                },
-            },
-            None => Asymmetry {
-                index: None,
-                note: Some("neither side has an NV".into()),
-            },
-        },
-        _ => Asymmetry {
-            index: None,
-            note: Some("the volume was not split into left and right (side_split = none)".into()),
-        },
-    };
+    );
     let report = NvReport {
         config: cfg.clone(),
         shape: g.shape(),
@@ -747,7 +730,7 @@ impl SideCtx<'_> {
         };
         // 5. Clean-up.
         let r = cfg.closing_for(max_sp);
-        let mut removed = 0;
+        let (mut removed, mut removed_voxels) = (0, 0usize);
         if !cb.is_empty() {
             let offs = grid::ball_offsets(&lin, spacing, r);
             let m =
@@ -774,37 +757,15 @@ impl SideCtx<'_> {
                 .and(tb_c.slice(wb.slice()))
                 .for_each(|c, &m, &t| *c = *c && !m && !t);
             if cfg.keep_touching_components {
-                let sub = cand.slice(wb.slice()).to_owned();
-                let (lab, n) = grid::label6(sub.view());
-                let mut touch = vec![(false, false); n as usize + 1];
-                for ((i, j, k), &l) in lab.indexed_iter() {
-                    if l == 0 {
-                        continue;
-                    }
-                    let p = [wb.lo[0] + i, wb.lo[1] + j, wb.lo[2] + k];
-                    for q in grid::neighbours6(p, csh) {
-                        touch[l as usize].0 |= mc_c[q];
-                        touch[l as usize].1 |= tb_c[q];
-                    }
-                }
-                removed = touch[1..].iter().filter(|t| !(t.0 && t.1)).count();
-                Zip::from(cand.slice_mut(wb.slice()))
-                    .and(&lab)
-                    .for_each(|c, &l| {
-                        if l > 0 {
-                            let t = touch[l as usize];
-                            *c = t.0 && t.1;
-                        }
-                    });
+                (removed, removed_voxels) = keep_touching_both(&mut cand, &mc_c, &tb_c, &wb);
             }
         }
-        if removed > 0 {
-            rep.issues.push(Issue::new(
-                IssueCode::ComponentsRemoved,
-                format!("{removed} NV component(s) not touching both bones were removed"),
-            ));
-        }
         let n = grid::count(cand.view());
+        let vv = g.voxel_volume_mm3();
+        rep.removed_components = removed;
+        rep.removed_volume_mm3 = removed_voxels as f64 * vv;
+        rep.issues
+            .extend(components_issue(removed, removed_voxels, n, vv));
         if n == 0 {
             rep.issues.push(Issue::new(
                 IssueCode::NoComponentTouchingBoth,
@@ -826,7 +787,7 @@ impl SideCtx<'_> {
         rep.nv_centroid_world = Some(cg.voxel_to_world(c.map(|x| x / n as f64)));
         rep.has_nv = true;
         rep.nv_voxels = n;
-        rep.nv_volume_mm3 = n as f64 * g.voxel_volume_mm3();
+        rep.nv_volume_mm3 = n as f64 * vv;
         Ok((rep, out, Some((crop, cand))))
     }
 
@@ -943,6 +904,76 @@ impl SideCtx<'_> {
     }
 }
 
+/// Keeps the 26-connected components of `cand` inside box `wb` that share a face with a voxel
+/// of `mc` and with a voxel of `tb`; returns the number of removed components and their
+/// voxels.
+///
+/// 26-connectivity: against a bone's voxel staircase the NV is often joined to a few voxels
+/// only by an edge or a corner (in a step of the staircase, once the bones are subtracted).
+/// Under 6-connectivity those became separate components touching one bone and were removed
+/// on every case (6-25 per phantom, every one of them within one voxel, Chebyshev, of the
+/// kept NV).
+fn keep_touching_both(
+    cand: &mut Array3<bool>,
+    mc: &Array3<bool>,
+    tb: &Array3<bool>,
+    wb: &Bbox,
+) -> (usize, usize) {
+    let csh: [usize; 3] = cand.dim().into();
+    let sub = cand.slice(wb.slice()).to_owned();
+    let (lab, n) = grid::label(sub.view(), grid::Connectivity::Full26);
+    let mut touch = vec![(false, false); n as usize + 1];
+    for ((i, j, k), &l) in lab.indexed_iter() {
+        if l == 0 {
+            continue;
+        }
+        let p = [wb.lo[0] + i, wb.lo[1] + j, wb.lo[2] + k];
+        for q in grid::neighbours6(p, csh) {
+            touch[l as usize].0 |= mc[q];
+            touch[l as usize].1 |= tb[q];
+        }
+    }
+    let removed = touch[1..].iter().filter(|t| !(t.0 && t.1)).count();
+    let mut removed_voxels = 0;
+    Zip::from(cand.slice_mut(wb.slice()))
+        .and(&lab)
+        .for_each(|c, &l| {
+            if l > 0 {
+                let t = touch[l as usize];
+                *c = t.0 && t.1;
+                removed_voxels += usize::from(!*c);
+            }
+        });
+    (removed, removed_voxels)
+}
+
+/// The [`IssueCode::ComponentsRemoved`] issue, when the removed voxels are more than
+/// [`REMOVED_VOLUME_ISSUE_FRACTION`] of the candidate (kept + removed).
+fn components_issue(
+    removed: usize,
+    removed_voxels: usize,
+    kept_voxels: usize,
+    voxel_mm3: f64,
+) -> Option<Issue> {
+    let total = kept_voxels + removed_voxels;
+    if removed == 0 || total == 0 {
+        return None;
+    }
+    let fraction = removed_voxels as f64 / total as f64;
+    (fraction > REMOVED_VOLUME_ISSUE_FRACTION).then(|| {
+        Issue::new(
+            IssueCode::ComponentsRemoved,
+            format!(
+                "{removed} NV component(s) not touching both bones were removed: {:.1} mm3, \
+                 {:.1}% of the candidate NV on this side (reported above {}%)",
+                removed_voxels as f64 * voxel_mm3,
+                100.0 * fraction,
+                100.0 * REMOVED_VOLUME_ISSUE_FRACTION
+            ),
+        )
+    })
+}
+
 /// A swept voxel's centre lies within this fraction of the smallest spacing of a ray
 /// (perpendicular distance).
 const LATERAL_TOLERANCE: f64 = 0.5;
@@ -1045,5 +1076,56 @@ fn march(
         if grid::trilinear(&mcv, q) >= 0.5 {
             return Ray::Blocked;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::s;
+
+    /// MC below `k = 2`, TB above `k = 6`, a free slab between them (the joint space).
+    fn slab() -> (Array3<bool>, Array3<bool>, Array3<bool>) {
+        let sh = [10, 10, 9];
+        let mc = Array3::from_shape_fn(sh, |(_, _, k)| k < 2);
+        let tb = Array3::from_shape_fn(sh, |(_, _, k)| k > 6);
+        let mut nv = Array3::from_elem(sh, false);
+        nv.slice_mut(s![0..5, .., 2..7]).fill(true);
+        (mc, tb, nv)
+    }
+
+    fn whole(sh: [usize; 3]) -> Bbox {
+        Bbox { lo: [0; 3], hi: sh }
+    }
+
+    #[test]
+    fn diagonally_attached_voxels_are_kept_and_detached_ones_removed() {
+        let (mc, mut tb, mut nv) = slab();
+        // A voxel in a step of TB's staircase, attached to the NV by an edge only: it touches
+        // TB but not MC, and 6-connectivity would have cut it off.
+        tb[[4, 4, 6]] = true;
+        nv[[4, 4, 6]] = false;
+        nv[[5, 4, 6]] = true;
+        // A detached pocket against TB, two voxels from the NV: removed.
+        nv.slice_mut(s![8..10, 0..3, 5..7]).fill(true);
+        let kept_before = 5 * 10 * 5;
+        let (removed, voxels) = keep_touching_both(&mut nv, &mc, &tb, &whole([10, 10, 9]));
+        assert_eq!((removed, voxels), (1, 2 * 3 * 2));
+        assert!(nv[[5, 4, 6]], "the edge-attached voxel must stay");
+        assert!(!nv[[8, 0, 5]]);
+        assert_eq!(grid::count(nv.view()), kept_before);
+    }
+
+    #[test]
+    fn removed_components_are_an_issue_only_above_the_threshold() {
+        // 1 % of the candidate is the limit.
+        assert!(components_issue(0, 0, 1000, 0.064).is_none());
+        assert!(components_issue(3, 10, 990, 0.064).is_none());
+        let i = components_issue(2, 11, 989, 0.064).unwrap();
+        assert_eq!(i.code, IssueCode::ComponentsRemoved);
+        assert!(i.message.contains("0.7 mm3"), "{}", i.message);
+        assert!(i.message.contains("1.1%"), "{}", i.message);
+        // Everything removed (no NV left) is also reported.
+        assert!(components_issue(1, 5, 0, 1.0).is_some());
     }
 }

@@ -4,7 +4,10 @@
 
 use approx::assert_relative_eq;
 use ndarray::Array3;
-use negvol::{derive_nv, IssueCode, Method, NvConfig, NvError, OverlapPolicy, Side, SideSplit};
+use negvol::{
+    derive_nv, AsymmetryUndefined, IssueCode, Method, NvConfig, NvError, OverlapPolicy, Side,
+    SideSplit,
+};
 use negvol_volume::{Geometry, Volume};
 
 const R: f64 = 5.0;
@@ -219,8 +222,12 @@ fn both_sides_with_known_asymmetry() {
     let l = res.report.side(Side::Left).unwrap();
     let r = res.report.side(Side::Right).unwrap();
     assert!(l.has_nv && r.has_nv);
+    // The left head's centre falls on a voxel centre, so the cap's rim staircase is the same
+    // all around and the sweep passes it by about one voxel everywhere: +9.8 % (every truth
+    // voxel is found; the excess lies beyond the rim). Under the former 6-connected clean-up
+    // 3.1 mm3 of it was cut off as "components" (+7.9 %).
     assert!(
-        (l.nv_volume_mm3 - vl).abs() / vl < 0.08,
+        (l.nv_volume_mm3 - vl).abs() / vl < 0.11,
         "{} vs {vl}",
         l.nv_volume_mm3
     );
@@ -361,6 +368,44 @@ fn missing_side_is_reported() {
     let r = res.report.side(Side::Right).unwrap();
     assert!(r.issues.iter().any(|i| i.code == IssueCode::NoCondyle));
     assert!(res.report.side(Side::Left).unwrap().has_nv);
-    assert_eq!(res.report.asymmetry.index, Some(1.0));
-    assert!(res.report.asymmetry.note.is_some());
+    // One joint only: the asymmetry is undefined, not 1.
+    let a = &res.report.asymmetry;
+    assert_eq!(a.index, None);
+    assert_eq!(a.reason, Some(AsymmetryUndefined::NoRightNv));
+    let note = a.note.as_deref().unwrap();
+    assert!(note.contains("no condyle"), "{note}");
+    let j = serde_json::to_value(&res.report).unwrap();
+    assert_eq!(j["asymmetry"]["index"], serde_json::Value::Null);
+    assert_eq!(j["asymmetry"]["reason"], "no_right_nv");
+}
+
+#[test]
+fn asymmetry_is_undefined_when_a_present_joint_has_no_contact() {
+    // Two joints, the right one with a gap wider than max_gap_mm: it has a condyle but no NV,
+    // so the pair cannot be compared.
+    let left = Joint {
+        centre: [-20.0, 0.0, 0.0],
+        axis: [0.0, 0.0, 1.0],
+        w: 2.0,
+    };
+    let right = Joint {
+        centre: [20.0, 0.0, 0.0],
+        axis: [0.0, 0.0, 1.0],
+        w: 7.0,
+    };
+    let aff = [
+        [0.5, 0.0, 0.0, -30.0],
+        [0.0, 0.5, 0.0, -14.0],
+        [0.0, 0.0, 0.5, -18.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let g = Geometry::new([120, 56, 72], aff).unwrap();
+    let (mc, tb) = masks(&g, &[left, right]);
+    let res = derive_nv(&mc, &tb, &NvConfig::default()).unwrap();
+    let r = res.report.side(Side::Right).unwrap();
+    assert!(!r.has_nv && r.mc_voxels > 0, "{r:?}");
+    let a = &res.report.asymmetry;
+    assert_eq!(a.index, None);
+    assert_eq!(a.reason, Some(AsymmetryUndefined::NoRightNv));
+    assert!(a.note.as_deref().unwrap().contains("max_gap_mm"), "{a:?}");
 }
