@@ -178,14 +178,11 @@ impl PhantomModel {
                 }
             })
             .collect();
-        let asymmetry_index = (sides.len() == 2).then(|| {
-            let (l, r) = (sides[0].nv_volume_mm3, sides[1].nv_volume_mm3);
-            if l + r > 0.0 {
-                (l - r).abs() / (l + r)
-            } else {
-                0.0
-            }
-        });
+        // Undefined (not 0) for one joint, or when a side's NV is empty.
+        let asymmetry_index = (sides.len() == 2)
+            .then(|| (sides[0].nv_volume_mm3, sides[1].nv_volume_mm3))
+            .filter(|&(l, r)| l > 0.0 && r > 0.0)
+            .map(|(l, r)| (l - r).abs() / (l + r));
         PhantomTruth {
             seed: self.seed(),
             config: cfg.clone(),

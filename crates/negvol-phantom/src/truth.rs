@@ -89,7 +89,8 @@ pub struct PhantomTruth {
     pub geometry: Geometry,
     /// Per joint: one, or left then right.
     pub sides: Vec<SideTruth>,
-    /// `|L - R| / (L + R)` of the exact NV volumes when both sides are present.
+    /// `|L - R| / (L + R)` of the exact NV volumes when both sides are present and non-empty;
+    /// `None` (never a conventional number) otherwise.
     pub asymmetry_index: Option<f64>,
 }
 
