@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use negvol::{derive_nv, write_outputs, Method, NvConfig, OutputOptions};
-use negvol_metrics::pair::{evaluate_pair, EvalOptions};
-use negvol_phantom::{generate, PhantomConfig};
-use negvol_volume::{read_mask, read_nifti, write_mask, write_nifti, Volume};
+use negvol::{Method, NvConfig, OutputOptions, derive_nv, write_outputs};
+use negvol_metrics::pair::{EvalOptions, evaluate_pair};
+use negvol_phantom::{PhantomConfig, generate};
+use negvol_volume::{Volume, read_mask, read_nifti, write_mask, write_nifti};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MethodArg {
@@ -90,13 +90,21 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 both_sides: true,
                 ..Default::default()
             };
-            println!("no --mc/--tb: built-in phantom (both joints, seed {})", args.seed);
+            println!(
+                "no --mc/--tb: built-in phantom (both joints, seed {})",
+                args.seed
+            );
             let case = generate(&pc, args.seed)?;
             write_nifti(args.out.join("phantom_image.nii.gz"), &case.image)?;
             write_mask(args.out.join("phantom_mc.nii.gz"), &case.mc)?;
             write_mask(args.out.join("phantom_tb.nii.gz"), &case.tb)?;
             write_mask(args.out.join("phantom_nv_truth.nii.gz"), &case.nv)?;
-            (case.mc, case.tb, Some(case.image), Some((case.nv, case.truth)))
+            (
+                case.mc,
+                case.tb,
+                Some(case.image),
+                Some((case.nv, case.truth)),
+            )
         }
     };
     let t0 = std::time::Instant::now();
@@ -130,6 +138,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 w.rays
             ),
             _ => println!("  {:>5}: no NV", s.side.name()),
+        }
+        if s.removed_components > 0 {
+            println!(
+                "         clean-up removed {} detached component(s), {:.2} mm3",
+                s.removed_components, s.removed_volume_mm3
+            );
         }
         for i in &s.issues {
             println!("         {:?}: {}", i.code, i.message);
