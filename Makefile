@@ -1,6 +1,8 @@
 # negvol: the two commands of the README, and their parts.
 #
-#   make demo   the main job: runs the pipeline end to end on a built-in phantom
+#   make demo   the main job, from nothing on the CPU: phantoms -> train a small MC + TB
+#               network (bounded time) -> segment an unseen phantom -> NV report + metrics
+#   make demo-nv   the NV step alone, from a built-in phantom's true masks (into DEMO_OUT-nv)
 #   make test   every test of the workspace (installs libtorch first if needed)
 #
 # libtorch (torch==2.11.0 from PyPI, for tch =0.24.0) is installed once into
@@ -9,7 +11,7 @@
 CARGO ?= cargo
 DEMO_OUT ?= demo-out
 
-.PHONY: all demo test test-pure libtorch lint fmt bench doc clean
+.PHONY: all demo demo-nv test test-pure libtorch lint fmt bench doc clean
 
 all: test
 
@@ -17,7 +19,10 @@ libtorch:
 	@scripts/libtorch.sh
 
 demo: libtorch
-	$(CARGO) run --release --example negvol -- --out $(DEMO_OUT)
+	$(CARGO) run --release --example demo -- --out $(DEMO_OUT)
+
+demo-nv: libtorch
+	$(CARGO) run --release --example negvol -- --out $(DEMO_OUT)-nv
 
 test: libtorch
 	$(CARGO) test --workspace --all-targets
