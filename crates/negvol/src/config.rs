@@ -161,6 +161,12 @@ impl Default for NvConfig {
     }
 }
 
+/// Smallest ray step, as a fraction of the smallest voxel spacing.
+const MIN_STEP_FRACTION: f64 = 0.01;
+
+/// Largest closing ball (voxels of the grid).
+const MAX_CLOSING_VOXELS: f64 = 50_000.0;
+
 fn bad(field: &'static str, value: impl std::fmt::Debug, reason: &'static str) -> NvError {
     NvError::InvalidConfig {
         field,
@@ -248,18 +254,37 @@ impl NvConfig {
     pub(crate) fn step_for(&self, min_spacing: f64) -> Result<f64> {
         match self.step_mm {
             None => Ok(0.25 * min_spacing),
-            Some(s) if s <= 0.5 * min_spacing + 1e-12 => Ok(s),
-            Some(s) => Err(bad(
+            Some(s) if s > 0.5 * min_spacing + 1e-12 => Err(bad(
                 "step_mm",
                 s,
                 "must be at most half of the smallest voxel spacing",
             )),
+            // Each ray takes max_gap_mm / step steps: a tiny step would stall the run.
+            Some(s) if s < MIN_STEP_FRACTION * min_spacing => Err(bad(
+                "step_mm",
+                s,
+                "must be at least 1/100 of the smallest voxel spacing (finer steps only cost \
+                 time: the crossings are interpolated between steps)",
+            )),
+            Some(s) => Ok(s),
         }
     }
 
-    /// The closing radius (mm) for a grid whose largest spacing is `max_spacing`.
-    pub(crate) fn closing_for(&self, max_spacing: f64) -> f64 {
-        self.closing_radius_mm.unwrap_or(1.5 * max_spacing)
+    /// The closing radius (mm) for a grid of `spacing`; rejects a structuring element of more
+    /// than [`MAX_CLOSING_VOXELS`] voxels (the closing's cost grows with the cube of the
+    /// radius, and a ball that large would fill the joint space anyway).
+    pub(crate) fn closing_for(&self, spacing: [f64; 3]) -> Result<f64> {
+        let max_sp = spacing.iter().cloned().fold(0.0, f64::max);
+        let r = self.closing_radius_mm.unwrap_or(1.5 * max_sp);
+        let ball = 4.0 / 3.0 * std::f64::consts::PI * r.powi(3) / spacing.iter().product::<f64>();
+        if ball > MAX_CLOSING_VOXELS {
+            return Err(bad(
+                "closing_radius_mm",
+                r,
+                "the closing ball would hold more than 50 000 voxels of this grid",
+            ));
+        }
+        Ok(r)
     }
 
     /// The largest joint width of the "between" method.
@@ -308,7 +333,27 @@ mod tests {
         c.validate().unwrap();
         assert!(c.step_for(0.4).is_err());
         assert!((c.step_for(0.8).unwrap() - 0.3).abs() < 1e-12);
+        // A step so fine that the rays would never end is refused too.
+        c.step_mm = Some(1e-6);
+        c.validate().unwrap();
+        let e = c.step_for(0.4).unwrap_err().to_string();
+        assert!(e.contains("step_mm") && e.contains("1/100"), "{e}");
+        c.step_mm = None;
+        c.normal_sigma_mm = 1.0;
         c.normal_sigma_mm = f64::NAN;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn closing_ball_size_is_bounded() {
+        let mut c = NvConfig::default();
+        // Default: 1.5 x the largest spacing, also on a strongly anisotropic grid.
+        assert!((c.closing_for([0.4, 0.4, 0.8]).unwrap() - 1.2).abs() < 1e-12);
+        assert!((c.closing_for([0.1, 0.1, 2.0]).unwrap() - 3.0).abs() < 1e-12);
+        c.closing_radius_mm = Some(5.0);
+        assert!(c.closing_for([0.4; 3]).is_ok()); // 8181 voxels
+        c.closing_radius_mm = Some(20.0);
+        let e = c.closing_for([0.4; 3]).unwrap_err().to_string();
+        assert!(e.contains("closing_radius_mm"), "{e}");
     }
 }

@@ -299,7 +299,8 @@ fn scan(
 /// anywhere" into an error.
 ///
 /// # Errors
-/// Invalid configuration, mismatched geometries, an empty MC or TB mask, or overlapping masks
+/// Invalid configuration (including a `step_mm` or `closing_radius_mm` out of range for the
+/// grid's spacing), mismatched geometries, an empty MC or TB mask, or overlapping masks
 /// under [`OverlapPolicy::Error`].
 pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result<NvResult> {
     cfg.validate()?;
@@ -311,6 +312,10 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
             source,
         })?;
     let sup = cfg.superior_unit()?;
+    // The grid-dependent limits, before any work.
+    let min_sp = g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+    cfg.step_for(min_sp)?;
+    cfg.closing_for(g.spacing())?;
     let plane = SidePlane::new(&g, &cfg.side_split);
     let h = Height::new(&g, sup);
 
@@ -552,7 +557,6 @@ impl SideCtx<'_> {
         // 3. Rays.
         let spacing = g.spacing();
         let min_sp = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
-        let max_sp = spacing.iter().cloned().fold(0.0, f64::max);
         let step = cfg.step_for(min_sp)?;
         // Sub-voxel ray origins: `ray_density^2` per surface voxel, spread over the tangent
         // plane at `min_spacing / ray_density`, so diverging rays still cover every voxel.
@@ -729,7 +733,7 @@ impl SideCtx<'_> {
             }
         };
         // 5. Clean-up.
-        let r = cfg.closing_for(max_sp);
+        let r = cfg.closing_for(spacing)?;
         let (mut removed, mut removed_voxels) = (0, 0usize);
         if !cb.is_empty() {
             let offs = grid::ball_offsets(&lin, spacing, r);

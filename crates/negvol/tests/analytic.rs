@@ -326,6 +326,32 @@ fn no_contact_within_reach_is_reported() {
 }
 
 #[test]
+fn grid_dependent_config_limits_are_errors_before_any_work() {
+    let (mc, tb) = one_joint(2.0);
+    for (cfg, field) in [
+        (
+            NvConfig {
+                step_mm: Some(1e-7),
+                ..whole()
+            },
+            "step_mm",
+        ),
+        (
+            NvConfig {
+                closing_radius_mm: Some(25.0),
+                ..whole()
+            },
+            "closing_radius_mm",
+        ),
+    ] {
+        match derive_nv(&mc, &tb, &cfg) {
+            Err(NvError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn mismatched_geometry_is_an_error() {
     let (mc, tb) = one_joint(2.0);
     let g2 = Geometry::from_spacing(tb.geometry().shape(), [0.6; 3]).unwrap();
