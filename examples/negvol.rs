@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use negvol::{Method, NvConfig, OutputOptions, derive_nv, write_outputs};
-use negvol_metrics::pair::{EvalOptions, evaluate_pair};
-use negvol_phantom::{PhantomConfig, generate};
-use negvol_volume::{Volume, read_mask, read_nifti, write_mask, write_nifti};
+use negvol::{derive_nv, write_outputs, Method, NvConfig, OutputOptions};
+use negvol_metrics::pair::{evaluate_pair, EvalOptions};
+use negvol_phantom::{generate, PhantomConfig};
+use negvol_volume::{read_mask, read_nifti, write_mask, write_nifti, Volume};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MethodArg {

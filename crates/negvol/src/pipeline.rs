@@ -915,8 +915,8 @@ impl SideCtx<'_> {
 /// 26-connectivity: against a bone's voxel staircase the NV is often joined to a few voxels
 /// only by an edge or a corner (in a step of the staircase, once the bones are subtracted).
 /// Under 6-connectivity those became separate components touching one bone and were removed
-/// on every case (6-25 per phantom, every one of them within one voxel, Chebyshev, of the
-/// kept NV).
+/// on every case (6-31 per phantom, nearly all within one voxel, Chebyshev, of the kept NV;
+/// crate README, "Component clean-up").
 fn keep_touching_both(
     cand: &mut Array3<bool>,
     mc: &Array3<bool>,
