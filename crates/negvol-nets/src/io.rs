@@ -27,7 +27,6 @@
 //! To export from PyTorch: `safetensors.torch.save_file(model.state_dict(), "model.safetensors")`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -97,23 +96,10 @@ fn dtype_to_kind(dtype: Dtype) -> Option<Kind> {
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| NetError::Io {
+    negvol_volume::atomic::write_bytes_atomic(path, bytes).map_err(|source| NetError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".negvol-weights-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// Saves every variable of `vs` (trainable parameters and BatchNorm running statistics) to a

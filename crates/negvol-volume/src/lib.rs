@@ -95,6 +95,7 @@
 #![allow(clippy::needless_range_loop)]
 
 #[cfg(feature = "dicom")]
+pub mod atomic;
 mod dicom;
 mod error;
 mod geometry;

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::Array3;
 use rayon::prelude::*;
@@ -1133,31 +1133,10 @@ pub(crate) fn atomic_write(
     path: &Path,
     body: impl FnOnce(&mut BufWriter<&mut File>) -> std::result::Result<(), WriteErr>,
 ) -> Result<()> {
-    let dir: PathBuf = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".negvol-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| VolumeError::io(path, e))?;
-    {
-        let file = tmp.as_file_mut();
-        let mut w = BufWriter::with_capacity(1 << 16, file);
-        match body(&mut w) {
-            Ok(()) => {}
-            Err(WriteErr::Io(e)) => return Err(VolumeError::io(path, e)),
-            Err(WriteErr::Volume(e)) => return Err(e),
-        }
-        w.flush().map_err(|e| VolumeError::io(path, e))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| VolumeError::io(path, e))?;
-    tmp.persist(path)
-        .map_err(|e| VolumeError::io(path, e.error))?;
-    Ok(())
+    crate::atomic::write_atomic(path, body).map_err(|e| match e {
+        WriteErr::Io(e) => VolumeError::io(path, e),
+        WriteErr::Volume(e) => e,
+    })
 }
 
 fn build_header1(g: &Geometry, dtype: NiftiDtype, o: &NiftiWriteOptions) -> Vec<u8> {
