@@ -17,6 +17,12 @@ fn main() {
         return;
     };
     let lib = libtorch.join("lib");
+    // So the binaries also run outside `cargo run`/`make` (cargo's `[env]` LD_LIBRARY_PATH does
+    // not reach test processes); LD_LIBRARY_PATH, when set, still wins, e.g. on the GPU
+    // machine whose own libtorch is used.
+    if lib.is_dir() {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    }
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
