@@ -9,6 +9,9 @@
 # ~/.cache/negvol and linked as .libtorch; see scripts/libtorch.sh.
 
 CARGO ?= cargo
+# Test and example processes find libtorch here even where a binary's run path does not
+# reach it (cargo's [env] table does not pass LD_LIBRARY_PATH on to test processes).
+export LD_LIBRARY_PATH := $(CURDIR)/.libtorch/torch/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 DEMO_OUT ?= demo-out
 
 .PHONY: all demo demo-nv test test-pure libtorch lint fmt bench doc clean
