@@ -228,3 +228,31 @@ impl LoadedModel {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run configuration of the crate README's example (keep the two in step).
+    const README_RUN: &str = r#"{
+    "model": {"net": {"arch": "unet3d", "classes": 3, "f_maps": [8, 16, 32], "num_groups": 4},
+              "loss": {"loss": "dice-ce"}},
+    "train": {"targets": ["mc", "tb"], "epochs": 30, "max_minutes": 2.0,
+              "sampler": {"patch": [32, 32, 32], "batch_size": 2, "batches_per_epoch": 16},
+              "validation": {"every": 0, "inference": {"patch": [32, 32, 32]}}}
+}"#;
+
+    #[test]
+    fn readme_run_config_parses_and_builds() {
+        let run: RunConfig = serde_json::from_str(README_RUN).unwrap();
+        assert_eq!(run.train.max_minutes, Some(2.0));
+        assert_eq!(run.train.class_of("tb").unwrap(), 2);
+        assert_eq!(run.train.sampler.patch, [32; 3]);
+        build_trainer(&run, Device::Cpu).unwrap();
+        // Two targets need three classes.
+        let mut bad = run.clone();
+        bad.train.targets.push("nv".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("classes"), "{e}");
+    }
+}
