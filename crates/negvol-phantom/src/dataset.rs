@@ -1,6 +1,5 @@
 //! Writing a folder of phantom cases.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -72,27 +71,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PhantomError + '_ {
     }
 }
 
-/// Write `value` as pretty JSON atomically (temporary file in the same folder, then rename).
+/// Write `value` as pretty JSON atomically (see [`negvol_volume::atomic`]).
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    // Readable like any other output file (tempfile's default is 0600).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut tmp = builder.tempfile_in(dir).map_err(io_err(path))?;
-    serde_json::to_writer_pretty(&mut tmp, value).map_err(|source| PhantomError::Json {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| PhantomError::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    tmp.write_all(b"\n").map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| PhantomError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    bytes.push(b'\n');
+    negvol_volume::atomic::write_bytes_atomic(path, &bytes).map_err(io_err(path))
 }
 
 /// Generate `n_cases` cases and write them under `dir`:

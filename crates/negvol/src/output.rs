@@ -123,26 +123,11 @@ pub fn write_outputs(
     Ok(written)
 }
 
-/// Writes bytes atomically (temporary file in the same folder, then rename).
+/// Writes bytes atomically (temporary file in the same folder, synced, then renamed over
+/// `path`; see [`negvol_volume::atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| NvError::Io {
+    negvol_volume::atomic::write_bytes_atomic(path, bytes).map_err(|source| NvError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map(|f| f.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }

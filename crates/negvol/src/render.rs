@@ -154,42 +154,21 @@ pub fn render_slice(
 /// Writes an RGB image as PNG (atomic: temporary file in the same folder, then rename).
 pub fn write_png(path: impl AsRef<Path>, img: &Rgb) -> Result<()> {
     let path = path.as_ref();
-    let io = |source| NvError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let png_err = |e: png::EncodingError| NvError::Png {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map(|f| f.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    // Encode in memory (a few hundred kB at most), then write atomically.
+    let mut bytes = Vec::new();
     {
-        let f = std::fs::File::create(&tmp).map_err(io)?;
-        let mut enc = png::Encoder::new(
-            std::io::BufWriter::new(f),
-            img.width as u32,
-            img.height as u32,
-        );
+        let mut enc = png::Encoder::new(&mut bytes, img.width as u32, img.height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut w = enc.write_header().map_err(png_err)?;
         w.write_image_data(&img.data).map_err(png_err)?;
         w.finish().map_err(png_err)?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    crate::output::write_atomic(path, &bytes)
 }
 
 /// Writes axial, coronal and sagittal PNGs through `centre` into `dir` as
