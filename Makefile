@@ -2,7 +2,7 @@
 #
 #   make demo   the main job, from nothing on the CPU: phantoms -> train a small MC + TB
 #               network (bounded time) -> segment an unseen phantom -> NV report + metrics
-#   make demo-nv   the NV step alone, from a built-in phantom's true masks (into DEMO_OUT-nv)
+#   make demo-nv   the NV step alone, from a built-in phantom's true masks (into DEMO_OUT/nv-only)
 #   make test   every test of the workspace (installs libtorch first if needed)
 #
 # libtorch (torch==2.11.0 from PyPI, for tch =0.24.0) is installed once into
@@ -25,7 +25,7 @@ demo: libtorch
 	$(CARGO) run --release --example demo -- --out $(DEMO_OUT)
 
 demo-nv: libtorch
-	$(CARGO) run --release --example negvol -- --out $(DEMO_OUT)-nv
+	$(CARGO) run --release --example negvol -- --out $(DEMO_OUT)/nv-only
 
 test: libtorch
 	$(CARGO) test --workspace --all-targets
