@@ -27,20 +27,9 @@ use crate::{Result, TrainError};
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed and
-/// synced, then renamed over `path`.
+/// synced, then renamed over `path` (see [`negvol_volume::atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path, "");
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io(path, e));
-    }
-    Ok(())
+    negvol_volume::atomic::write_bytes_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
 }
 
 /// A temporary name next to `path` that keeps `path`'s extension `ext` (so that tch picks
