@@ -195,18 +195,19 @@ fn anisotropic_spacing() {
     assert!((side.width.as_ref().unwrap().mean_mm - 3.0).abs() < 0.4);
 }
 
+/// A left and a right upright joint, 40 mm apart at world x = -20 and +20 mm, with joint-space
+/// widths `w_left` and `w_right` (mm).
+fn upright_pair(w_left: f64, w_right: f64) -> [Joint; 2] {
+    [(-20.0, w_left), (20.0, w_right)].map(|(x, w)| Joint {
+        centre: [x, 0.0, 0.0],
+        axis: [0.0, 0.0, 1.0],
+        w,
+    })
+}
+
 #[test]
 fn both_sides_with_known_asymmetry() {
-    let left = Joint {
-        centre: [-20.0, 0.0, 0.0],
-        axis: [0.0, 0.0, 1.0],
-        w: 2.0,
-    };
-    let right = Joint {
-        centre: [20.0, 0.0, 0.0],
-        axis: [0.0, 0.0, 1.0],
-        w: 3.5,
-    };
+    let [left, right] = upright_pair(2.0, 3.5);
     let sp = 0.4;
     let shape = [150, 70, 85];
     let aff = [
@@ -409,16 +410,7 @@ fn missing_side_is_reported() {
 fn asymmetry_is_undefined_when_a_present_joint_has_no_contact() {
     // Two joints, the right one with a gap wider than max_gap_mm: it has a condyle but no NV,
     // so the pair cannot be compared.
-    let left = Joint {
-        centre: [-20.0, 0.0, 0.0],
-        axis: [0.0, 0.0, 1.0],
-        w: 2.0,
-    };
-    let right = Joint {
-        centre: [20.0, 0.0, 0.0],
-        axis: [0.0, 0.0, 1.0],
-        w: 7.0,
-    };
+    let [left, right] = upright_pair(2.0, 7.0);
     let aff = [
         [0.5, 0.0, 0.0, -30.0],
         [0.0, 0.5, 0.0, -14.0],
