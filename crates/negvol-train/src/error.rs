@@ -81,6 +81,10 @@ pub enum TrainError {
     /// A data-loading worker thread failed.
     #[error("data loader: {0}")]
     Loader(String),
+    /// The joint locator cannot work (empty atlas, unreadable locator file, a network that is
+    /// not a one-target heatmap, an image with no finite voxel...).
+    #[error("joint locator: {0}")]
+    Locate(String),
 }
 
 impl TrainError {

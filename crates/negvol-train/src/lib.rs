@@ -18,7 +18,9 @@
 //! - [`infer`]: sliding-window inference with Gaussian weighting, batched windows, flip TTA;
 //! - [`run`]: the whole run as one JSON ([`run::RunConfig`]) with the negvol networks and losses,
 //!   cross-validation, and [`run::LoadedModel`] for inference from a checkpoint;
-//! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing).
+//! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing);
+//! - [`locate`]: the joint locator (coarse heatmap network x mean-mask atlas prior -> one
+//!   volume of interest per joint), so the full-resolution networks run only there.
 //!
 //! ```
 //! use ndarray::Array3;
@@ -44,6 +46,7 @@ pub mod dataset;
 mod error;
 pub mod infer;
 pub mod interp;
+pub mod locate;
 pub mod optim;
 pub mod plot;
 pub mod preprocess;
