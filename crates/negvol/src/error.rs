@@ -43,6 +43,16 @@ pub enum NvError {
         /// The first such voxel in (i, j, k) order.
         first: [usize; 3],
     },
+    /// A score (probability) used to separate MC from TB is NaN or infinite.
+    #[error("non-finite score at voxel {voxel:?} (MC {mc}, TB {tb}); check the network output")]
+    NonFiniteScore {
+        /// The voxel, (i, j, k).
+        voxel: [usize; 3],
+        /// The condyle score there.
+        mc: f32,
+        /// The temporal-bone score there.
+        tb: f32,
+    },
     /// Two volumes that must share a grid do not.
     #[error("{what}: {source}")]
     Geometry {

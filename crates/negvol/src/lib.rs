@@ -9,6 +9,7 @@
 //! - [`NvConfig`]: every parameter, serde, documented defaults;
 //! - [`mesh`]: marching tetrahedra on a mask, binary STL;
 //! - [`render`]: PNG slices with MC/TB/NV overlays;
+//! - [`resolve_overlap_by_score`]: makes MC and TB masks from two separate networks disjoint;
 //! - [`write_outputs`]: NV mask, width maps, meshes, pictures and the JSON report in a folder.
 //!
 //! Accuracy on the phantoms and speed are in the crate README.
@@ -48,6 +49,7 @@ mod error;
 mod grid;
 pub mod mesh;
 mod output;
+mod overlap;
 mod pipeline;
 pub mod render;
 mod report;
@@ -55,6 +57,7 @@ mod report;
 pub use config::{Method, NvConfig, OverlapPolicy, SideSplit};
 pub use error::{NvError, Result};
 pub use output::{write_atomic, write_outputs, OutputOptions};
+pub use overlap::{resolve_overlap_by_score, OverlapResolution};
 pub use pipeline::{derive_nv, NvResult, RayRecord, SideOutput};
 pub use report::{
     asymmetry_index, Asymmetry, AsymmetryUndefined, Issue, IssueCode, NvReport, RayCounts, Side,
