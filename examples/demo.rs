@@ -207,12 +207,7 @@ fn run_config(a: &Args) -> Result<RunConfig, Box<dyn std::error::Error>> {
                 flip_axes: vec![0],
                 ..AugmentConfig::none()
             },
-            optimizer: OptimizerConfig::Adam {
-                lr: 3e-3,
-                betas: [0.9, 0.999],
-                eps: 1e-8,
-                weight_decay: 1e-5,
-            },
+            optimizer: OptimizerConfig::adam(3e-3, 1e-5),
             schedule: LrSchedule::Poly { exponent: 0.9 },
             epochs: a.epochs,
             max_minutes: Some(a.max_minutes),

@@ -14,8 +14,8 @@ use clap::Parser;
 use negvol_metrics::{
     cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Report,
 };
-use negvol_train::run::{default_device, LoadedModel};
-use negvol_train::{tch, DatasetSpec};
+use negvol_train::run::{parse_device, LoadedModel};
+use negvol_train::DatasetSpec;
 
 #[derive(Parser, Debug)]
 #[command(about = "Evaluate a negvol model (Table 1 layout)")]
@@ -48,12 +48,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    let device = match a.device.as_str() {
-        "auto" => default_device(),
-        "cpu" => tch::Device::Cpu,
-        "cuda" => tch::Device::Cuda(0),
-        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
-    };
+    let device = parse_device(&a.device)?;
     let model = LoadedModel::load(&a.model_file, device)?;
     let targets = model.train.targets.clone();
     let mut inf = model.train.validation.inference.clone();

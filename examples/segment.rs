@@ -8,8 +8,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use negvol_train::run::{default_device, LoadedModel};
-use negvol_train::tch;
+use negvol_train::run::{parse_device, LoadedModel};
 
 #[derive(Parser, Debug)]
 #[command(about = "Segment a CT with a negvol model")]
@@ -42,12 +41,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    let device = match a.device.as_str() {
-        "auto" => default_device(),
-        "cpu" => tch::Device::Cpu,
-        "cuda" => tch::Device::Cuda(0),
-        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
-    };
+    let device = parse_device(&a.device)?;
     let model = LoadedModel::load(&a.model_file, device)?;
     let mut inf = model.train.validation.inference.clone();
     inf.flip_tta |= a.tta;

@@ -17,8 +17,7 @@ use negvol_nets::NetConfig;
 use negvol_train::checkpoint::EpochRecord;
 use negvol_train::optim::{LrSchedule, OptimizerConfig};
 use negvol_train::preprocess::Normalization;
-use negvol_train::run::{build_trainer, cross_validate, default_device, RunConfig};
-use negvol_train::tch;
+use negvol_train::run::{build_trainer, cross_validate, parse_device, RunConfig};
 use negvol_train::trainer::{Observer, StepEvent};
 use negvol_train::DatasetSpec;
 
@@ -94,6 +93,13 @@ struct Args {
     /// Precision on CUDA: f32, bf16, f16.
     #[arg(long)]
     precision: Option<String>,
+    /// Wall-clock budget in minutes: stop after the last epoch that fits (validated and
+    /// checkpointed as the final epoch).
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Validate every N epochs and after the last one (0: never validate, no best checkpoint).
+    #[arg(long)]
+    val_every: Option<usize>,
     /// Early-stopping patience (validations).
     #[arg(long)]
     patience: Option<usize>,
@@ -243,12 +249,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lr = a.lr.unwrap_or(t.optimizer.lr());
     if let Some(o) = &a.optimizer {
         t.optimizer = match o.as_str() {
-            "adam" => OptimizerConfig::Adam {
-                lr,
-                betas: [0.9, 0.999],
-                eps: 1e-8,
-                weight_decay: a.weight_decay.unwrap_or(0.01),
-            },
+            "adam" => OptimizerConfig::adam(lr, a.weight_decay.unwrap_or(0.01)),
             "adamw" => OptimizerConfig::AdamW {
                 lr,
                 betas: [0.9, 0.999],
@@ -342,18 +343,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if a.patience.is_some() {
         t.validation.patience = a.patience;
     }
+    if a.max_minutes.is_some() {
+        t.max_minutes = a.max_minutes;
+    }
+    if let Some(v) = a.val_every {
+        t.validation.every = v;
+    }
     if let Some(s) = a.seed {
         t.seed = s;
     }
     if let Some(w) = a.workers {
         t.sampler.workers = w;
     }
-    let device = match a.device.as_str() {
-        "auto" => default_device(),
-        "cpu" => tch::Device::Cpu,
-        "cuda" => tch::Device::Cuda(0),
-        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
-    };
+    let device = parse_device(&a.device)?;
     run.validate()?;
     std::fs::create_dir_all(&a.out)?;
     negvol_train::checkpoint::write_atomic(

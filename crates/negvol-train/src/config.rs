@@ -29,6 +29,36 @@ pub enum Precision {
     F16,
 }
 
+impl Precision {
+    /// Whether this precision autocasts on `device` (only CUDA does; CPU runs stay f32).
+    pub fn autocasts_on(self, device: tch::Device) -> bool {
+        self != Precision::F32 && device.is_cuda()
+    }
+}
+
+/// Set libtorch's CUDA autocast dtype for `precision` (bf16 or f16) before a
+/// `tch::autocast(true, ..)` region.
+pub(crate) fn set_autocast_dtype(precision: Precision) {
+    // libtorch's CUDA autocast dtype is float16 unless told otherwise; tch does not expose
+    // `at::autocast::set_autocast_dtype`, so call it by its (Itanium-mangled) name.
+    extern "C" {
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        fn at_set_autocast_dtype(device: i8, dtype: i8);
+    }
+    const CUDA: i8 = 1;
+    const HALF: i8 = 5;
+    const BFLOAT16: i8 = 15;
+    if tch::Cuda::is_available() {
+        let dtype = if precision == Precision::Bf16 {
+            BFLOAT16
+        } else {
+            HALF
+        };
+        // SAFETY: plain C++ function taking two int8-backed enums, present in libtorch 2.x.
+        unsafe { at_set_autocast_dtype(CUDA, dtype) };
+    }
+}
+
 /// Validation during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

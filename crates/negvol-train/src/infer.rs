@@ -15,7 +15,7 @@ use negvol_volume::Volume;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::{Result, TrainError};
+use crate::{Precision, Result, TrainError};
 
 /// What turns the network's output into the accumulated map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,9 @@ pub struct InferenceConfig {
     pub flip_tta: bool,
     /// Output activation.
     pub activation: Activation,
+    /// Forward-pass precision: `bf16`/`f16` run the network under CUDA autocast (nnU-Net
+    /// predicts with autocast too); blending is always f32. Ignored on the CPU.
+    pub precision: Precision,
 }
 
 impl Default for InferenceConfig {
@@ -56,6 +59,7 @@ impl Default for InferenceConfig {
             batch_size: 2,
             flip_tta: false,
             activation: Activation::Softmax,
+            precision: Precision::F32,
         }
     }
 }
@@ -185,6 +189,10 @@ pub fn sliding_window(
     } else {
         vec![vec![]]
     };
+    let amp = cfg.precision.autocasts_on(device);
+    if amp {
+        crate::config::set_autocast_dtype(cfg.precision);
+    }
     let mut agg: Option<Tensor> = None;
     let weight = Tensor::zeros(to_i64(padded), (Kind::Float, device));
     tch::no_grad(|| -> Result<()> {
@@ -205,7 +213,7 @@ pub fn sliding_window(
                 } else {
                     x.flip(f.as_slice())
                 };
-                let y = model(&xin)?;
+                let y = tch::autocast(amp, || model(&xin))?;
                 let y = y.to_kind(Kind::Float);
                 if y.dim() != 5 || y.size()[0] != x.size()[0] || y.size()[2..] != x.size()[2..] {
                     return Err(TrainError::Network(format!(

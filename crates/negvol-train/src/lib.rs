@@ -61,4 +61,4 @@ pub use error::{Result, TrainError};
 pub use infer::{sliding_window, InferenceConfig, Prediction};
 /// The tch version this crate is built on (for callers that build tensors or devices).
 pub use tch;
-pub use trainer::{predict_image, Network, Objective, Observer, Trainer};
+pub use trainer::{predict_image, Network, Objective, Observer, StepOutcome, Trainer};

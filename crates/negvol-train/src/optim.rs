@@ -68,6 +68,16 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// Adam with PyTorch's betas `(0.9, 0.999)` and eps `1e-8`, L2 weight decay.
+    pub fn adam(lr: f64, weight_decay: f64) -> Self {
+        Self::Adam {
+            lr,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+
     /// nnU-Net's SGD.
     pub fn nnunet_sgd() -> Self {
         Self::Sgd {

@@ -99,6 +99,32 @@ pub fn default_device() -> Device {
     Device::cuda_if_available()
 }
 
+/// A device from its command-line name: `auto` ([`default_device`]), `cpu`, `cuda` (GPU 0)
+/// or `cuda:N`. A CUDA device that libtorch cannot see is an error, not a silent CPU run.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let cuda = |i: usize| {
+        let n = tch::Cuda::device_count().max(0) as usize;
+        if i < n {
+            Ok(Device::Cuda(i))
+        } else {
+            Err(TrainError::Config(format!(
+                "device {name:?}: libtorch sees {n} CUDA device(s)"
+            )))
+        }
+    };
+    match name {
+        "auto" => Ok(default_device()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => cuda(i),
+            _ => Err(TrainError::Config(format!(
+                "device {other:?}: expected auto, cpu, cuda or cuda:N"
+            ))),
+        },
+    }
+}
+
 fn check_divisible(net: &dyn SegmentationNet, patch: [usize; 3], what: &str) -> Result<()> {
     let d = net.size_divisor();
     for a in 0..3 {
@@ -254,5 +280,21 @@ mod tests {
         bad.train.targets.push("nv".into());
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("classes"), "{e}");
+    }
+
+    #[test]
+    fn device_names_parse_and_bad_ones_are_errors() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("auto").unwrap(), default_device());
+        for bad in ["gpu", "cuda:x", "cuda:-1", ""] {
+            let e = parse_device(bad).unwrap_err().to_string();
+            assert!(e.contains("expected auto"), "{bad}: {e}");
+        }
+        // A device index past the last GPU (every GPU on a CPU-only machine) is refused.
+        let e = parse_device("cuda:64").unwrap_err().to_string();
+        assert!(e.contains("CUDA device"), "{e}");
+        if !tch::Cuda::is_available() {
+            assert!(parse_device("cuda").is_err());
+        }
     }
 }

@@ -89,6 +89,17 @@ pub trait Observer {
     fn on_checkpoint(&mut self, _path: &Path) {}
 }
 
+/// What one [`Trainer::train_batch`] step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The batch's loss (before any loss scaling).
+    pub loss: f64,
+    /// Global L2 norm of the gradients before clipping (NaN on a skipped step).
+    pub grad_norm: f64,
+    /// True when f16 loss scaling found non-finite gradients and skipped the update.
+    pub skipped: bool,
+}
+
 /// An observer that ignores everything.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Silent;
@@ -249,22 +260,6 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-fn set_autocast_bf16(on: bool) {
-    // libtorch's CUDA autocast dtype is float16 unless told otherwise; tch does not expose
-    // `at::autocast::set_autocast_dtype`, so call it by its (Itanium-mangled) name.
-    extern "C" {
-        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-        fn at_set_autocast_dtype(device: i8, dtype: i8);
-    }
-    const CUDA: i8 = 1;
-    const HALF: i8 = 5;
-    const BFLOAT16: i8 = 15;
-    if tch::Cuda::is_available() {
-        // SAFETY: plain C++ function taking two int8-backed enums, present in libtorch 2.x.
-        unsafe { at_set_autocast_dtype(CUDA, if on { BFLOAT16 } else { HALF }) };
-    }
-}
-
 impl Trainer {
     /// A trainer for `net` (whose variables live in `vs`) and `objective`. `model` describes
     /// the network and loss (stored verbatim in checkpoints so that they can be rebuilt).
@@ -382,6 +377,24 @@ impl Trainer {
         (x, y)
     }
 
+    /// One optimiser step on a batch that is already on the trainer's device, with the
+    /// configured precision (autocast, f16 loss scaling), gradient clipping and the current
+    /// learning rate: the step [`Trainer::fit`] takes, for custom loops and throughput
+    /// benchmarks. `x` is `[N, 1, ...]` (float, normalised as the configuration says), `y`
+    /// `[N, ...]` class indices (Int64). Advances the global step count (not the epoch).
+    ///
+    /// Errors: shape or kind mismatches (network or loss), a non-finite loss or gradient norm
+    /// (except f16 steps skipped by loss scaling, reported in [`StepOutcome::skipped`]).
+    pub fn train_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutcome> {
+        let (epoch, batch) = (self.state.epoch, self.state.global_step as usize);
+        let (loss, grad_norm, skipped) = self.train_step(x, y, epoch, batch)?;
+        Ok(StepOutcome {
+            loss,
+            grad_norm,
+            skipped,
+        })
+    }
+
     /// One optimiser step on a batch; returns `(loss, grad_norm, skipped)`.
     fn train_step(
         &mut self,
@@ -391,9 +404,9 @@ impl Trainer {
         batch: usize,
     ) -> Result<(f64, f64, bool)> {
         self.opt.zero_grad();
-        let amp = self.cfg.precision != Precision::F32 && self.vs.device().is_cuda();
+        let amp = self.cfg.precision.autocasts_on(self.vs.device());
         if amp {
-            set_autocast_bf16(self.cfg.precision == Precision::Bf16);
+            crate::config::set_autocast_dtype(self.cfg.precision);
         }
         let logits = tch::autocast(amp, || self.net.forward(x, true))?;
         let loss = self.objective.loss(&logits.to_kind(Kind::Float), y)?;

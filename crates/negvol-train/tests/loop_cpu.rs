@@ -44,8 +44,10 @@ impl Network for Tiny {
 }
 
 fn ce(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
-    let l = logits.log_softmax(1, Kind::Float);
-    Ok(l.nll_loss_nd::<Tensor>(target, None, tch::Reduction::Mean, -100))
+    logits
+        .f_log_softmax(1, Kind::Float)
+        .and_then(|l| l.f_nll_loss_nd::<Tensor>(target, None, tch::Reduction::Mean, -100))
+        .map_err(|e| TrainError::Loss(e.to_string()))
 }
 
 /// A synthetic "CT": a bright ball (the target) in a dimmer box, noise-free.
@@ -88,12 +90,7 @@ fn config(epochs: usize) -> TrainConfig {
             prefetch: 2,
         },
         augment: AugmentConfig::default(),
-        optimizer: OptimizerConfig::Adam {
-            lr: 0.02,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: 1e-4,
-        },
+        optimizer: OptimizerConfig::adam(0.02, 1e-4),
         schedule: LrSchedule::Step {
             step_size: 2,
             gamma: 0.5,
@@ -339,4 +336,31 @@ fn time_budget_ends_a_long_run_early_with_a_validated_checkpoint() {
         .unwrap();
     assert_eq!(s2.state.epoch, h.len() + 1);
     assert!(!s2.state.stopped_by_time_budget);
+}
+
+#[test]
+fn train_batch_steps_lower_the_loss_and_reject_a_bad_batch() {
+    let _g = lock();
+    tch::set_num_threads(1);
+    let mut t = trainer(config(1));
+    // One fixed batch: a bright cube (class 1) in a dark background.
+    let y = Tensor::zeros([2, 8, 8, 8], (Kind::Int64, Device::Cpu));
+    let _ = y.narrow(1, 2, 4).narrow(2, 2, 4).narrow(3, 2, 4).fill_(1);
+    let x = (y.to_kind(Kind::Float) * 2.0 - 1.0).unsqueeze(1);
+    let first = t.train_batch(&x, &y).unwrap();
+    assert!(first.loss.is_finite() && first.grad_norm > 0.0 && !first.skipped);
+    let mut last = first;
+    for _ in 0..30 {
+        last = t.train_batch(&x, &y).unwrap();
+    }
+    assert!(
+        last.loss < 0.5 * first.loss,
+        "loss {} -> {}",
+        first.loss,
+        last.loss
+    );
+    assert_eq!(t.state().global_step, 31);
+    // A target whose shape does not match the logits is a typed error, not a panic.
+    let wrong = Tensor::zeros([2, 4, 4, 4], (Kind::Int64, Device::Cpu));
+    assert!(t.train_batch(&x, &wrong).is_err());
 }

@@ -51,12 +51,7 @@ fn run_config() -> RunConfig {
                 prefetch: 2,
             },
             augment: AugmentConfig::paper(),
-            optimizer: OptimizerConfig::Adam {
-                lr: 3e-3,
-                betas: [0.9, 0.999],
-                eps: 1e-8,
-                weight_decay: 1e-5,
-            },
+            optimizer: OptimizerConfig::adam(3e-3, 1e-5),
             schedule: LrSchedule::Poly { exponent: 0.9 },
             epochs: 8,
             grad_clip: Some(12.0),
