@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Every GPU check of negvol in one script, for the GPU machine (PyTorch 2.11, no Rust, no
+# network). Stage the binaries first on the build machine with scripts/gpu-prepare.sh, then run
+# this from the repository root with `.gpu` carried:
+#
+#   scripts/gpu-session.sh [STAGE ...]     stages: check throughput infer table1 (default: all)
+#
+# Results go to $OUT (the device tool's folder, else ./gpu-out): one log and one Markdown/JSON
+# file per stage, written as each stage finishes, so a run cut short still returns what it did.
+# The run is deadline-aware: SESSION_SECONDS (default 560) is the wall-clock budget; the table1
+# stage shares what is left between its six trainings (at most TRAIN_MINUTES each).
+#
+# Knobs (environment): SESSION_SECONDS, TRAIN_MINUTES (default 1.0), TRAIN_CASES (40),
+# TEST_CASES (10), ARCHS ("unet3d unet3d-att vnet"), TARGETS ("mc tb"), BATCHES ("1,2"),
+# PRECISIONS ("f32,bf16"), STEPS (15), INFER_SHAPE (686,686,686), INFER_BATCH (4),
+# PATCH (112,144,64), FOV (48,60,28: the paper's 120x150x70 VOI at SPACING 0.4 mm), DEVICE (cuda),
+# TRAIN_PRECISION (bf16), F_MAPS (empty: the paper's widths), BIN (.gpu).
+# With DEVICE=cpu and small sizes the same script runs here as a smoke test.
+set -u
+cd "$(dirname "$0")/.."
+START=$(date +%s)
+OUT=${OUT:-$PWD/gpu-out}
+BIN=${BIN:-.gpu}
+DEVICE=${DEVICE:-cuda}
+SESSION_SECONDS=${SESSION_SECONDS:-560}
+TRAIN_MINUTES=${TRAIN_MINUTES:-1.0}
+TRAIN_CASES=${TRAIN_CASES:-40}
+TEST_CASES=${TEST_CASES:-10}
+ARCHS=${ARCHS:-unet3d unet3d-att vnet}
+TARGETS=${TARGETS:-mc tb}
+BATCHES=${BATCHES:-1,2}
+PRECISIONS=${PRECISIONS:-f32,bf16}
+STEPS=${STEPS:-15}
+INFER_SHAPE=${INFER_SHAPE:-686,686,686}
+INFER_BATCH=${INFER_BATCH:-4}
+PATCH=${PATCH:-112,144,64}
+FOV=${FOV:-48,60,28}
+SPACING=${SPACING:-0.4}
+TRAIN_PRECISION=${TRAIN_PRECISION:-bf16}
+F_MAPS=${F_MAPS:-}
+WORK=${WORK:-/tmp/negvol-gpu-work}
+STAGES=${*:-check throughput infer table1}
+mkdir -p "$OUT" "$WORK"
+
+left() { echo $((START + SESSION_SECONDS - $(date +%s))); }
+log() { echo "[$(date +%H:%M:%S) +$(($(date +%s) - START))s] $*" | tee -a "$OUT/session.log" >&2; }
+
+# The machine's libtorch (its PyTorch), or the build machine's when smoke-testing here.
+if [ -z "${NEGVOL_KEEP_LD:-}" ]; then
+    TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if ls "$BIN"/monai-*.whl >/dev/null 2>&1 && ! python3 -c 'import monai' 2>/dev/null; then
+    python3 -m pip install --quiet --no-deps --no-index --target "$WORK/py" "$BIN"/monai-*.whl \
+        && export PYTHONPATH="$WORK/py${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+stage_check() {
+    {
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"
+        python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+        python3 -c 'import monai; print("monai", monai.__version__)' 2>&1 | tail -1
+        # A binary built on the build machine runs here on CUDA: parse_device("cuda") refuses
+        # to start without a GPU, and the bf16 step exercises the autocast-dtype symbol.
+        for p in f32 bf16 f16; do
+            "$BIN/train-bench" --device "$DEVICE" --model unet3d --patch 32,32,32 --steps 2 \
+                --warmup 1 --precision "$p" || echo "FAILED: train-bench --precision $p"
+        done
+    } >"$OUT/check.log" 2>&1
+    cat "$OUT/check.log" >&2
+}
+
+stage_throughput() {
+    python3 benches/peers/train_throughput.py --bin "$BIN/train-bench" --device "$DEVICE" \
+        --archs "${ARCHS// /,}" --batches "$BATCHES" --precisions "$PRECISIONS" --patch "$PATCH" \
+        --steps "$STEPS" --warmup 3 --max-seconds 8 --out "$OUT/train_throughput.jsonl" \
+        >"$OUT/train_throughput.md" 2>"$OUT/train_throughput.log"
+    cat "$OUT/train_throughput.md" >&2
+}
+
+stage_infer() {
+    python3 benches/peers/train_throughput.py --bin "$BIN/train-bench" --device "$DEVICE" \
+        --infer-shape "$INFER_SHAPE" --archs unet3d --batches "$INFER_BATCH" \
+        --precisions "$PRECISIONS" --patch "$PATCH" --out "$OUT/infer.jsonl" \
+        >"$OUT/infer.md" 2>"$OUT/infer.log"
+    cat "$OUT/infer.md" >&2
+}
+
+stage_table1() {
+    local T="$OUT/table1"
+    mkdir -p "$T"
+    rm -rf "$WORK/train" "$WORK/test"
+    if ! "$BIN/phantom" --out "$WORK/train" --cases "$TRAIN_CASES" --seed 100 --fov "$FOV" \
+        --spacing "$SPACING" >"$T/phantoms.log" 2>&1 \
+        || ! "$BIN/phantom" --out "$WORK/test" --cases "$TEST_CASES" --seed 900 --fov "$FOV" \
+            --spacing "$SPACING" >>"$T/phantoms.log" 2>&1; then
+        log "phantom generation failed"
+        tail -3 "$T/phantoms.log" >&2
+        return 1
+    fi
+    local n_models=0
+    for _ in $ARCHS; do for _ in $TARGETS; do n_models=$((n_models + 1)); done; done
+    local extra=()
+    [ -n "$F_MAPS" ] && extra+=(--f-maps "$F_MAPS")
+    for arch in $ARCHS; do
+        for t in $TARGETS; do
+            # Share what is left (keeping ~25 s per model for start-up and evaluation).
+            local budget
+            budget=$(python3 -c "print(max(0.1, min($TRAIN_MINUTES, ($(left) - 25 * $n_models) / 60 / $n_models)))")
+            n_models=$((n_models - 1))
+            local run="$WORK/runs/$arch-$t"
+            rm -rf "$run"
+            log "train $arch $t for at most $budget min"
+            "$BIN/train" --input-data "$WORK/train" --target "$t" --model "$arch" --loss dice-ce \
+                --alpha 1 --beta 1 --epochs 100 --max-minutes "$budget" --val-fraction 0 \
+                --val-every 0 --precision "$TRAIN_PRECISION" --patch "$PATCH" --device "$DEVICE" \
+                --quiet --out "$run" "${extra[@]}" >"$T/train-$arch-$t.log" 2>&1 \
+                || { log "training $arch $t failed"; tail -5 "$T/train-$arch-$t.log" >&2; continue; }
+            cp "$run/log.jsonl" "$T/log-$arch-$t.jsonl"
+            "$BIN/eval" --model-file "$run/last.json" --input-data "$WORK/test" --device "$DEVICE" \
+                --json "$T/eval-$arch-$t.json" --csv "$T/eval-$arch-$t.csv" \
+                >"$T/eval-$arch-$t.md" 2>&1 || log "eval $arch $t failed"
+            cat "$T/eval-$arch-$t.md" >&2
+        done
+        # The NV pipeline (CT -> MC, TB -> NV) with this architecture's two models, scored
+        # against the analytic NV masks of the unseen cases.
+        if [ -f "$WORK/runs/$arch-mc/last.json" ] && [ -f "$WORK/runs/$arch-tb/last.json" ]; then
+            local P="$WORK/pipe/$arch"
+            rm -rf "$P" && mkdir -p "$P/pred" "$P/ref"
+            for c in "$WORK"/test/case_*; do
+                local id
+                id=$(basename "$c")
+                "$BIN/pipeline" --image "$c/image.nii.gz" --mc-model "$WORK/runs/$arch-mc/last.json" \
+                    --tb-model "$WORK/runs/$arch-tb/last.json" --out "$P/$id" --truth "$c" \
+                    --no-pictures --device "$DEVICE" >>"$T/pipeline-$arch.log" 2>&1 || continue
+                cp "$P/$id/nv.nii.gz" "$P/pred/$id.nii.gz"
+                cp "$c/nv.nii.gz" "$P/ref/$id.nii.gz"
+            done
+            "$BIN/metrics" --reference-dir "$P/ref" --prediction-dir "$P/pred" \
+                --csv "$T/nv-$arch.csv" --summary "$T/nv-$arch.json" >"$T/nv-$arch.md" 2>&1 \
+                || log "NV metrics $arch failed"
+        fi
+    done
+    python3 - "$T" "$ARCHS" "$TARGETS" >"$T/table1.md" <<'PY'
+import json, os, sys
+d, archs, targets = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+rows = ["DICE %", "CE", "HD (paper, voxels)", "HD95 mm", "ASSD mm"]
+print("| Obj | Score | " + " | ".join(archs) + " |")
+print("|---|---|" + "---|" * len(archs))
+for t in targets:
+    for r in rows:
+        cells = []
+        for a in archs:
+            p = os.path.join(d, f"eval-{a}-{t}.json")
+            try:
+                m = json.load(open(p))[t]["metrics"][r]
+                cells.append(f"{m['mean']:.3f}+-{m['std']:.3f}")
+            except (OSError, KeyError, ValueError, TypeError):
+                cells.append("-")
+        print(f"| {t.upper()} | {r} | " + " | ".join(cells) + " |")
+# NV: derived by the pipeline from each architecture's MC and TB models, vs the analytic NV.
+nv_rows = [("DICE %", "dice", 100.0), ("HD (paper, voxels)", "seed_paper_hd_voxels", 1.0),
+           ("HD95 mm", "hd_percentile", 1.0), ("ASSD mm", "assd", 1.0),
+           ("volume error %", "relative_volume_difference", 100.0)]
+for r, key, scale in nv_rows:
+    cells = []
+    for a in archs:
+        try:
+            m = json.load(open(os.path.join(d, f"nv-{a}.json")))["mask"]["metrics"][key]
+            cells.append(f"{scale * m['mean']:.3f}+-{scale * m['std']:.3f}")
+        except (OSError, KeyError, ValueError, TypeError):
+            cells.append("-")
+    print(f"| NV (pipeline) | {r} | " + " | ".join(cells) + " |")
+PY
+    cat "$T/table1.md" >&2
+}
+
+log "stages: $STAGES; out: $OUT; budget ${SESSION_SECONDS}s"
+for s in $STAGES; do
+    if [ "$(left)" -lt 20 ]; then
+        log "skip $s: out of time"
+        continue
+    fi
+    log "stage $s"
+    "stage_$s"
+    log "stage $s done"
+done
+log "finished"
