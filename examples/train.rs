@@ -42,6 +42,9 @@ struct Args {
     /// Feature maps per level for unet3d / unet3d-att (e.g. 8,16,32), or the V-Net base width.
     #[arg(long, value_delimiter = ',')]
     f_maps: Option<Vec<i64>>,
+    /// Deep supervision (nnU-Net weights) for `--model unet`.
+    #[arg(long)]
+    deep_supervision: bool,
     /// Loss: ce, dice, dice-ce, paper-dice, paper-dice-ce, focal, tversky.
     #[arg(long)]
     loss: Option<String>,
@@ -209,6 +212,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             other => other,
         };
+    }
+    if a.deep_supervision {
+        match &mut run.model.net {
+            NetConfig::Unet(c) => c.deep_supervision = true,
+            other => {
+                return Err(format!(
+                    "--deep-supervision needs --model unet, not {}",
+                    other.arch()
+                )
+                .into())
+            }
+        }
     }
     // Classes follow the targets.
     let classes = t.targets.len() as i64 + 1;

@@ -16,7 +16,8 @@
 //!   clipping, CUDA autocast (bf16/f16), validation with Dice/HD95, early stopping, atomic best
 //!   and last checkpoints, exact resume, `log.jsonl` and `curves.png`;
 //! - [`infer`]: sliding-window inference with Gaussian weighting, batched windows, flip TTA;
-//! - [`run`]: the whole run as one JSON ([`run::RunConfig`]) with the negvol networks and losses,
+//! - [`run`]: the whole run as one JSON ([`run::RunConfig`]) with the negvol networks and losses
+//!   (deep supervision with nnU-Net's weights for networks that have it),
 //!   cross-validation, and [`run::LoadedModel`] for inference from a checkpoint;
 //! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing);
 //! - [`locate`]: the joint locator (coarse heatmap network x mean-mask atlas prior -> one

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use negvol_losses::LossConfig;
+use negvol_losses::{DeepSupervision, LossConfig};
 use negvol_nets::{NetConfig, SegmentationNet};
 use negvol_volume::Volume;
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,38 @@ impl Objective for LossConfig {
     }
 }
 
+/// A loss over every output of a deep-supervised network: `sum_i w_i loss(output_i, target
+/// down-sampled to output_i)` (negvol_losses::DeepSupervision). [`build_trainer`] uses it, with
+/// nnU-Net's weights (`1/2^i`, lowest resolution 0, normalised), for networks configured with
+/// deep supervision (`{"arch": "unet", "deep_supervision": true}`).
+#[derive(Debug, Clone)]
+pub struct DeepObjective {
+    /// The loss of each output.
+    pub loss: LossConfig,
+    /// The weights, highest resolution first.
+    pub weights: DeepSupervision,
+}
+
+impl Objective for DeepObjective {
+    fn loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        self.loss.loss(logits, target)
+    }
+
+    fn loss_deep(&self, outputs: &[Tensor], target: &Tensor) -> Result<Tensor> {
+        self.weights
+            .compute(&self.loss, outputs, target)
+            .map_err(|e| TrainError::Loss(e.to_string()))
+    }
+}
+
+/// Outputs of `net` in training (more than one with deep supervision).
+fn deep_outputs(net: &NetConfig) -> usize {
+    match net {
+        NetConfig::Unet(c) if c.deep_supervision => c.features.len().saturating_sub(1).max(1),
+        _ => 1,
+    }
+}
+
 /// CUDA device 0 when libtorch sees a GPU, else the CPU.
 pub fn default_device() -> Device {
     Device::cuda_if_available()
@@ -153,13 +185,17 @@ pub fn build_trainer(run: &RunConfig, device: Device) -> Result<Trainer> {
     )?;
     let model = serde_json::to_value(&run.model)
         .map_err(|e| TrainError::Config(format!("model description: {e}")))?;
-    Trainer::new(
-        run.train.clone(),
-        vs,
-        Box::new(net),
-        Box::new(run.model.loss.clone()),
-        model,
-    )
+    let levels = deep_outputs(&run.model.net);
+    let objective: Box<dyn Objective> = if levels > 1 {
+        Box::new(DeepObjective {
+            loss: run.model.loss.clone(),
+            weights: DeepSupervision::nnunet(levels)
+                .map_err(|e| TrainError::Config(e.to_string()))?,
+        })
+    } else {
+        Box::new(run.model.loss.clone())
+    };
+    Trainer::new(run.train.clone(), vs, Box::new(net), objective, model)
 }
 
 /// K-fold cross-validation by patient: a fresh network and optimiser per fold (nothing leaks
@@ -296,5 +332,66 @@ mod tests {
         if !tch::Cuda::is_available() {
             assert!(parse_device("cuda").is_err());
         }
+    }
+
+    #[test]
+    fn deep_supervised_unet_trains_on_the_weighted_sum_of_its_outputs() {
+        let json = r#"{
+            "model": {"net": {"arch": "unet", "features": [4, 8, 16], "deep_supervision": true},
+                      "loss": {"loss": "dice-ce"}},
+            "train": {"targets": ["ball"], "grad_clip": null,
+                      "sampler": {"patch": [16, 16, 16]},
+                      "validation": {"inference": {"patch": [16, 16, 16]}}}
+        }"#;
+        let run: RunConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(deep_outputs(&run.model.net), 2);
+        let mut a = build_trainer(&run, Device::Cpu).unwrap();
+        let b = build_trainer(&run, Device::Cpu).unwrap();
+        tch::manual_seed(3);
+        let x = Tensor::randn([2, 1, 16, 16, 16], (tch::Kind::Float, Device::Cpu));
+        let y = x.gt(0.5).to_kind(tch::Kind::Int64).squeeze_dim(1);
+        // The expected loss, from an identical untouched network.
+        let outs = b.network().forward_deep(&x, true).unwrap();
+        assert_eq!(outs.len(), 2);
+        assert_eq!(outs[1].size(), [2, 2, 8, 8, 8]);
+        let ds = DeepSupervision::nnunet(2).unwrap();
+        let want = ds
+            .compute(&run.model.loss, &outs, &y)
+            .unwrap()
+            .double_value(&[]);
+        let full_only = run
+            .model
+            .loss
+            .compute(&outs[0], &y)
+            .unwrap()
+            .double_value(&[]);
+        let got = a.train_batch(&x, &y).unwrap().loss;
+        approx::assert_relative_eq!(got, want, max_relative = 1e-5);
+        // nnU-Net's weights for two outputs put everything on the full resolution (the lowest
+        // is zeroed), so the values agree; three outputs must differ from the full-res loss.
+        approx::assert_relative_eq!(want, full_only, max_relative = 1e-5);
+        let mut run3 = run.clone();
+        run3.model.net = serde_json::from_str(
+            r#"{"arch": "unet", "features": [4, 8, 16, 16], "deep_supervision": true}"#,
+        )
+        .unwrap();
+        let mut c = build_trainer(&run3, Device::Cpu).unwrap();
+        let d = build_trainer(&run3, Device::Cpu).unwrap();
+        let outs = d.network().forward_deep(&x, true).unwrap();
+        assert_eq!(outs.len(), 3);
+        let ds = DeepSupervision::nnunet(3).unwrap();
+        let want = ds
+            .compute(&run3.model.loss, &outs, &y)
+            .unwrap()
+            .double_value(&[]);
+        let full_only = run3
+            .model
+            .loss
+            .compute(&outs[0], &y)
+            .unwrap()
+            .double_value(&[]);
+        let got = c.train_batch(&x, &y).unwrap().loss;
+        approx::assert_relative_eq!(got, want, max_relative = 1e-5);
+        assert!((got - full_only).abs() > 1e-4, "{got} vs {full_only}");
     }
 }

@@ -36,11 +36,23 @@ use crate::{Result, TrainError};
 pub trait Network: Send {
     /// Logits `[N, C, ...]` of a batch `[N, 1, ...]`; `train` selects training behaviour.
     fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// Every output for deep supervision, highest resolution first (the first equals
+    /// [`Network::forward`]); training uses this, inference uses [`Network::forward`]. The
+    /// default is the one output of `forward`.
+    fn forward_deep(&self, xs: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        Ok(vec![self.forward(xs, train)?])
+    }
 }
 
 impl Network for Box<dyn negvol_nets::SegmentationNet> {
     fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_t(xs, train)
+            .map_err(|e| TrainError::Network(e.to_string()))
+    }
+
+    fn forward_deep(&self, xs: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        negvol_nets::SegmentationNet::forward_deep(self.as_ref(), xs, train)
             .map_err(|e| TrainError::Network(e.to_string()))
     }
 }
@@ -49,6 +61,20 @@ impl Network for Box<dyn negvol_nets::SegmentationNet> {
 pub trait Objective: Send {
     /// A scalar loss of logits `[N, C, ...]` against class indices `[N, ...]` (Int64).
     fn loss(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor>;
+
+    /// The loss of every output of a deep-supervised network (highest resolution first). The
+    /// default accepts one output only and is [`Objective::loss`] of it; an objective that
+    /// supports deep supervision (e.g. [`crate::run::DeepObjective`]) overrides this.
+    fn loss_deep(&self, outputs: &[Tensor], target: &Tensor) -> Result<Tensor> {
+        match outputs {
+            [one] => self.loss(one, target),
+            _ => Err(TrainError::Loss(format!(
+                "the network gave {} outputs (deep supervision) but the objective takes one; \
+                 use a deep-supervision objective",
+                outputs.len()
+            ))),
+        }
+    }
 }
 
 impl<F> Objective for F
@@ -408,8 +434,9 @@ impl Trainer {
         if amp {
             crate::config::set_autocast_dtype(self.cfg.precision);
         }
-        let logits = tch::autocast(amp, || self.net.forward(x, true))?;
-        let loss = self.objective.loss(&logits.to_kind(Kind::Float), y)?;
+        let outputs = tch::autocast(amp, || self.net.forward_deep(x, true))?;
+        let outputs: Vec<Tensor> = outputs.iter().map(|o| o.to_kind(Kind::Float)).collect();
+        let loss = self.objective.loss_deep(&outputs, y)?;
         if loss.numel() != 1 {
             return Err(TrainError::Loss(format!(
                 "the loss has shape {:?}, not a scalar",
