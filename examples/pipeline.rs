@@ -8,12 +8,17 @@
 //! ```
 //! With `--truth DIR` (a phantom case folder holding `mc.nii.gz`, `tb.nii.gz`, `nv.nii.gz`) the
 //! predicted MC, TB (with and without refinement) and NV are scored against it.
+//! With `--locator runs/locator/locator.json` (made by the `train-locator` example) the joints
+//! are located first and MC/TB are segmented only inside each joint's VOI (plus
+//! `--voi-margin-mm`), then pasted back into full-size masks; outside the VOIs both are empty.
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use negvol::{derive_nv, write_outputs, NvConfig, OutputOptions};
 use negvol_metrics::{evaluate_pair, EvalOptions};
+use negvol_train::locate::{paste_merge, Locator};
+use negvol_train::preprocess::crop;
 use negvol_train::refine::{refine_tb, RefineConfig};
 use negvol_train::run::{default_device, LoadedModel};
 use negvol_train::tch;
@@ -53,6 +58,12 @@ struct Args {
     /// Skip meshes and pictures.
     #[arg(long)]
     no_pictures: bool,
+    /// Joint locator (locator.json from `train-locator`): segment only inside the located VOIs.
+    #[arg(long)]
+    locator: Option<PathBuf>,
+    /// Margin (mm) added around each located VOI before segmenting it.
+    #[arg(long, default_value_t = 5.0)]
+    voi_margin_mm: f64,
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -80,6 +91,70 @@ fn segment(
         pred.labels.map(|v| *v == cls),
         pred.probabilities[t + 1].clone(),
     ))
+}
+
+/// A VOI `(start, size)` of the image, inside it.
+type Voi = ([i64; 3], [usize; 3]);
+
+/// `--locator`: the located joints' VOIs grown by the margin (an error if none is found).
+fn locate_vois(
+    path: &Path,
+    image: &Volume<f32>,
+    device: negvol_train::tch::Device,
+    margin_mm: f64,
+) -> Result<Vec<Voi>, Box<dyn std::error::Error>> {
+    let t = std::time::Instant::now();
+    let locator = Locator::load(path, device)?;
+    let joints = locator.locate(image)?;
+    if joints.is_empty() {
+        return Err(format!("--locator {}: no joint found in the image", path.display()).into());
+    }
+    let mut vois = Vec::with_capacity(joints.len());
+    for j in &joints {
+        let voi = j.voi_with_margin(margin_mm, image.geometry())?;
+        let c = j.center_mm;
+        println!(
+            "  {:>5} joint at ({:.1}, {:.1}, {:.1}) mm, score {:.2}: VOI from {:?}, {:?} voxels",
+            j.side.name(),
+            c[0],
+            c[1],
+            c[2],
+            j.score,
+            voi.0,
+            voi.1
+        );
+        vois.push(voi);
+    }
+    println!(
+        "located {} joint(s) in {:.2} s",
+        joints.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(vois)
+}
+
+/// [`segment`] on the whole image, or only inside `vois` with the results pasted back into
+/// full-size volumes (masks or-ed, probabilities maxed where VOIs overlap).
+fn segment_in(
+    model: &LoadedModel,
+    image: &Volume<f32>,
+    target: &str,
+    tta: bool,
+    vois: Option<&[Voi]>,
+) -> Result<(Volume<bool>, Volume<f32>), Box<dyn std::error::Error>> {
+    let Some(vois) = vois else {
+        return segment(model, image, target, tta);
+    };
+    let mut mask = image.map(|_| false);
+    let mut prob = image.map(|_| 0.0f32);
+    for &(start, size) in vois {
+        // The VOI lies inside the image, so the fill value is never used.
+        let part = crop(image, start, size, 0.0)?;
+        let (m, p) = segment(model, &part, target, tta)?;
+        paste_merge(mask.view_mut(), m.view(), start, |a, b| *a |= *b);
+        paste_merge(prob.view_mut(), p.view(), start, |a, b| *a = a.max(*b));
+    }
+    Ok((mask, prob))
 }
 
 fn score(name: &str, truth: &Path, pred: &Volume<bool>) -> Result<(), Box<dyn std::error::Error>> {
@@ -113,14 +188,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let image = negvol_volume::read_nifti::<f32>(&a.image)?;
     let t0 = std::time::Instant::now();
+    let vois = match &a.locator {
+        Some(p) => Some(locate_vois(p, &image, device, a.voi_margin_mm)?),
+        None => None,
+    };
     let mc_model = LoadedModel::load(&a.mc_model, device)?;
-    let (mc, _) = segment(&mc_model, &image, "mc", a.tta)?;
+    let (mc, _) = segment_in(&mc_model, &image, "mc", a.tta, vois.as_deref())?;
     let tb_model = if a.tb_model == a.mc_model {
         None
     } else {
         Some(LoadedModel::load(&a.tb_model, device)?)
     };
-    let (tb_raw, tb_prob) = segment(tb_model.as_ref().unwrap_or(&mc_model), &image, "tb", a.tta)?;
+    let (tb_raw, tb_prob) = segment_in(
+        tb_model.as_ref().unwrap_or(&mc_model),
+        &image,
+        "tb",
+        a.tta,
+        vois.as_deref(),
+    )?;
     let t_seg = t0.elapsed().as_secs_f64();
     let tb = if a.refine {
         let cfg = match &a.refine_config {

@@ -40,7 +40,9 @@
 //!
 //!    Voxels with posterior `>= threshold` are grouped into 26-connected components; each has a
 //!    mass (sum of posterior x coarse voxel volume, mm^3), a peak and a posterior-weighted
-//!    centroid. Components lighter than `min_relative_mass` x the heaviest are dropped, then
+//!    centroid over its top [`LocateConfig::head_depth_mm`] (default 15 mm along superior, so
+//!    that a condyle mask running down the ramus to the edge of the scan does not drag it
+//!    down; the centre offset is fitted the same way). Components lighter than `min_relative_mass` x the heaviest are dropped, then
 //!    the heaviest `max_joints` (default 2) are kept, or with `per_side` the heaviest on each
 //!    side of the field of view's mid-sagittal plane (world x of the grid's centre; patient left
 //!    is world `-x`). The centroid plus the atlas's centre offset is the joint centre (world mm);
@@ -83,7 +85,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, ArrayView3, Axis};
+use ndarray::{Array3, ArrayView3, ArrayViewMut3, Axis};
 use negvol_volume::{Geometry, Volume};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -455,9 +457,27 @@ struct Blob {
     first: usize,
 }
 
-fn blobs(weights: &Array3<f32>, threshold: f64) -> Vec<Blob> {
+/// The components of `weights >= threshold` on `grid`: mass and peak over the whole
+/// component; the centroid over its voxels within `head_depth_mm` (world, along superior =
+/// RAS+ `+z`) of the component's most superior voxel centre, or over all of it with `None`.
+fn blobs(
+    weights: &Array3<f32>,
+    threshold: f64,
+    grid: &Geometry,
+    head_depth_mm: Option<f64>,
+) -> Vec<Blob> {
     let mask = weights.mapv(|v| v.is_finite() && v as f64 >= threshold);
     let (lab, n) = components26(&mask);
+    let z = |i: usize, j: usize, k: usize| grid.voxel_to_world([i as f64, j as f64, k as f64])[2];
+    let mut top = vec![f64::NEG_INFINITY; n];
+    if head_depth_mm.is_some() {
+        for ((i, j, k), &l) in lab.indexed_iter() {
+            if l > 0 {
+                let t = &mut top[l as usize - 1];
+                *t = t.max(z(i, j, k));
+            }
+        }
+    }
     let mut out = vec![
         Blob {
             mass: 0.0,
@@ -467,22 +487,27 @@ fn blobs(weights: &Array3<f32>, threshold: f64) -> Vec<Blob> {
         };
         n
     ];
+    let mut head_mass = vec![0.0f64; n];
     for (flat, (((i, j, k), &l), &w)) in lab.indexed_iter().zip(weights.iter()).enumerate() {
         if l == 0 {
             continue;
         }
-        let b = &mut out[l as usize - 1];
+        let c = l as usize - 1;
+        let b = &mut out[c];
         let w = w as f64;
         b.mass += w;
         b.peak = b.peak.max(w);
-        b.centroid[0] += w * i as f64;
-        b.centroid[1] += w * j as f64;
-        b.centroid[2] += w * k as f64;
         b.first = b.first.min(flat);
+        if head_depth_mm.is_none_or(|d| z(i, j, k) >= top[c] - d) {
+            b.centroid[0] += w * i as f64;
+            b.centroid[1] += w * j as f64;
+            b.centroid[2] += w * k as f64;
+            head_mass[c] += w;
+        }
     }
-    for b in &mut out {
-        if b.mass > 0.0 {
-            b.centroid = b.centroid.map(|c| c / b.mass);
+    for (b, m) in out.iter_mut().zip(&head_mass) {
+        if *m > 0.0 {
+            b.centroid = b.centroid.map(|c| c / m);
         }
     }
     out.retain(|b| b.mass > 0.0);
@@ -535,6 +560,12 @@ pub struct LocateConfig {
     /// VOI size (mm) along the image's index axes i, j, k. Default the paper's 120 x 150 x 70
     /// voxels at 0.4 mm: 48 x 60 x 28 mm.
     pub voi_mm: [f64; 3],
+    /// A component's centroid is taken over its voxels within this distance (mm, along
+    /// superior) of its top, or over all of it with `None`. Default 15 mm: a condyle mask
+    /// often continues down the ramus as far as the scan goes, which would drag the centroid
+    /// (and the VOI) down by an amount that depends on the framing; its top 15 mm is the head.
+    /// The atlas's centre offset is fitted with the same value, so change it only by retraining.
+    pub head_depth_mm: Option<f64>,
 }
 
 impl Default for LocateConfig {
@@ -546,6 +577,7 @@ impl Default for LocateConfig {
             per_side: false,
             min_relative_mass: 0.2,
             voi_mm: [48.0, 60.0, 28.0],
+            head_depth_mm: Some(15.0),
         }
     }
 }
@@ -574,6 +606,11 @@ impl LocateConfig {
         }
         if self.voi_mm.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             return bad(format!("voi_mm {:?} must be finite and > 0", self.voi_mm));
+        }
+        if let Some(d) = self.head_depth_mm {
+            if !(d.is_finite() && d > 0.0) {
+                return bad(format!("head_depth_mm {d} must be finite and > 0"));
+            }
         }
         Ok(())
     }
@@ -646,7 +683,7 @@ pub fn joints_from_posterior(
             "centre offset {centre_offset_mm:?} is not finite"
         )));
     }
-    let mut bl = blobs(posterior, cfg.threshold);
+    let mut bl = blobs(posterior, cfg.threshold, coarse, cfg.head_depth_mm);
     bl.sort_by(|a, b| b.mass.total_cmp(&a.mass).then(a.first.cmp(&b.first)));
     let Some(heaviest) = bl.first().map(|b| b.mass) else {
         return Ok(Vec::new());
@@ -818,8 +855,8 @@ pub fn locate_joints(
 /// combining each overlapping voxel with `merge(existing, new)` (e.g. a logical or, or a
 /// maximum, where the VOIs of two joints overlap); voxels outside `into` are skipped.
 pub fn paste_merge<T>(
-    into: &mut Array3<T>,
-    part: &Array3<T>,
+    mut into: ArrayViewMut3<'_, T>,
+    part: ArrayView3<'_, T>,
     start: [i64; 3],
     mut merge: impl FnMut(&mut T, &T),
 ) {
@@ -917,9 +954,10 @@ pub fn coarse_cases(
 
 /// The mean world vector from each joint component's centroid to the centroid of the centre
 /// label's voxels nearest to it (components of the coarse joint label, fraction-weighted
-/// centroids; every centre voxel goes to the nearest component). `None` when no case has a
-/// centre map with voxels.
-pub fn fit_centre_offset(cases: &[CoarseCase]) -> Option<[f64; 3]> {
+/// centroids, each over the component's top `head_depth_mm` as in [`LocateConfig::head_depth_mm`],
+/// which must be the value used when locating; every centre voxel goes to the nearest
+/// component). `None` when no case has a centre map with voxels.
+pub fn fit_centre_offset(cases: &[CoarseCase], head_depth_mm: Option<f64>) -> Option<[f64; 3]> {
     let mut sum = [0.0f64; 3];
     let mut n = 0usize;
     for c in cases {
@@ -930,6 +968,8 @@ pub fn fit_centre_offset(cases: &[CoarseCase]) -> Option<[f64; 3]> {
                 .data()
                 .mapv(|v| if v >= COARSE_LABEL_FRACTION { v } else { 0.0 }),
             f64::from(COARSE_LABEL_FRACTION),
+            g,
+            head_depth_mm,
         );
         if comps.is_empty() {
             continue;
@@ -1246,12 +1286,13 @@ pub fn train_locator(
     let pairs: Vec<(&Geometry, &Volume<f32>)> = coarse.iter().map(|c| (&c.fov, &c.joint)).collect();
     let mut atlas = Atlas::fit(&pairs, cfg.atlas_grid, cfg.atlas_smoothing_voxels)?;
     if cfg.centre_label.is_some() {
-        atlas.centre_offset_mm = fit_centre_offset(&coarse).ok_or_else(|| {
-            locate_err(format!(
-                "no case has {:?} voxels near a joint to fit the centre offset",
-                cfg.centre_label
-            ))
-        })?;
+        atlas.centre_offset_mm =
+            fit_centre_offset(&coarse, cfg.locate.head_depth_mm).ok_or_else(|| {
+                locate_err(format!(
+                    "no case has {:?} voxels near a joint to fit the centre offset",
+                    cfg.centre_label
+                ))
+            })?;
     }
     std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
     let (checkpoint, summary) = if cfg.train_network {
@@ -1400,6 +1441,40 @@ mod tests {
         let mut broken = atlas.clone();
         broken.mean.pop();
         assert!(broken.prior_for(&g1, &g1).is_err());
+    }
+
+    #[test]
+    fn head_depth_keeps_a_long_neck_from_dragging_the_centre_down() {
+        // A ball (radius 4 mm, centre z = 30) on a 3 x 3 mm bar running down to z = 0.
+        let g = geom([20, 20, 40], [1.0; 3]);
+        let mut p = ball(&g, [10.0, 10.0, 30.0], 4.0).into_parts().0;
+        p.slice_mut(ndarray::s![9..12, 9..12, 0..30]).fill(1.0);
+        let cfg = LocateConfig {
+            voi_mm: [10.0; 3],
+            ..Default::default()
+        };
+        let j = joints_from_posterior(&g, &g, &p, [0.0; 3], &cfg).unwrap();
+        // Top at z = 34: the centroid of z >= 19 is the ball's, pulled down a little by the
+        // bar's voxels at z 19..26 (to about 28.4); over everything the bar's 234 voxels
+        // below the ball pull it to about 21.7.
+        assert!(
+            (j[0].center_mm[2] - 30.0).abs() < 2.0,
+            "{:?}",
+            j[0].center_mm
+        );
+        let all = LocateConfig {
+            head_depth_mm: None,
+            ..cfg.clone()
+        };
+        let k = joints_from_posterior(&g, &g, &p, [0.0; 3], &all).unwrap();
+        assert!(k[0].center_mm[2] < 24.0, "{:?}", k[0].center_mm);
+        // The mass is the whole component's either way.
+        assert_abs_diff_eq!(j[0].mass_mm3, k[0].mass_mm3, epsilon = 1e-9);
+        let bad = LocateConfig {
+            head_depth_mm: Some(0.0),
+            ..cfg
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]
@@ -1649,7 +1724,7 @@ mod tests {
             centre: Some(c),
         };
         assert_eq!(case.joint.geometry(), &cg);
-        let off = fit_centre_offset(std::slice::from_ref(&case)).unwrap();
+        let off = fit_centre_offset(std::slice::from_ref(&case), None).unwrap();
         assert_abs_diff_eq!(off[0], 0.0, epsilon = 0.3);
         assert_abs_diff_eq!(off[1], 0.0, epsilon = 0.3);
         assert_abs_diff_eq!(off[2], 3.0, epsilon = 0.5);
@@ -1657,7 +1732,7 @@ mod tests {
             centre: None,
             ..case
         };
-        assert!(fit_centre_offset(&[none]).is_none());
+        assert!(fit_centre_offset(&[none], None).is_none());
     }
 
     #[test]
@@ -1666,12 +1741,12 @@ mod tests {
         let mut part = Array3::from_elem((2, 2, 2), false);
         part[[0, 0, 0]] = true;
         part[[1, 1, 1]] = true;
-        paste_merge(&mut full, &part, [3, 3, 3], |a, b| *a |= *b);
+        paste_merge(full.view_mut(), part.view(), [3, 3, 3], |a, b| *a |= *b);
         assert!(full[[3, 3, 3]]);
         assert_eq!(full.iter().filter(|v| **v).count(), 1);
         // A second paste over it with `false` keeps the `true` (or).
         let none = Array3::from_elem((2, 2, 2), false);
-        paste_merge(&mut full, &none, [2, 2, 2], |a, b| *a |= *b);
+        paste_merge(full.view_mut(), none.view(), [2, 2, 2], |a, b| *a |= *b);
         assert!(full[[3, 3, 3]]);
     }
 
