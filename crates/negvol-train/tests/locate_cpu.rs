@@ -147,6 +147,9 @@ fn check_two(name: &str, p: &PhantomCase, joints: &[JointLocation]) {
 
 #[test]
 fn trained_locator_finds_both_joints_of_unseen_flipped_and_shifted_phantoms() {
+    // One libtorch thread: the same numbers on every machine, and on a busy 2-core box much
+    // faster than two (see the crate README's demo notes).
+    tch::set_num_threads(1);
     let t0 = std::time::Instant::now();
     let cfg = two_joint_config();
     let train: Vec<Case> = (0..4)
