@@ -56,7 +56,37 @@ pub enum SideSplit {
     VolumeCentre,
     /// No split: the whole volume is one joint (reported as side `whole`).
     None,
+    /// A plane found from the condyles themselves, independent of where the affine puts the
+    /// world origin: MC's 26-connected components are labelled and the two largest taken as
+    /// the two condyles, provided the second holds at least
+    /// [`CONDYLE_COMPONENT_FRACTION`] (10 %) of the largest's voxels. The plane passes through
+    /// the midpoint of their centroids (world mm) with its normal along the line joining them,
+    /// oriented to world `+x` (the patient's right, as for [`SideSplit::WorldPlane`]). The
+    /// plane used is in [`crate::NvReport::split_plane`]; if the line between the condyles is
+    /// more than 60 degrees from world `x`, the sides are still named by the sign of its `x`
+    /// component and each side reports [`crate::IssueCode::SplitAxisOblique`].
+    ///
+    /// With fewer than two such components (a single-joint volume, or MC in one piece) the
+    /// whole volume is one joint: side `whole`, with [`crate::IssueCode::NoSecondCondyle`]
+    /// saying why.
+    ///
+    /// Cost: one pass over MC's bounding box (labelling runs of voxels, not voxels; no label
+    /// volume is allocated) and a second scan of the box holding MC and TB to assign the sides;
+    /// see the crate README ("Left/right split") for measured times.
+    CondyleMidplane,
 }
+
+/// [`SideSplit::CondyleMidplane`] and the check of plane splits
+/// ([`crate::IssueCode::BothCondylesOneSide`]) count MC's second largest 26-connected
+/// component as a condyle only when it holds at least this fraction of the largest one's
+/// voxels.
+///
+/// A condyle of one joint and that of the other differ in size by far less than a factor of
+/// ten (the phantoms' two heads by a few percent; real left/right condyles by tens of percent
+/// at most), while the debris of a segmentation (isolated false-positive voxels, a cut-off
+/// piece of the neck) is a small fraction of a condyle; 10 % separates the two with a wide
+/// margin on both sides.
+pub const CONDYLE_COMPONENT_FRACTION: f64 = 0.1;
 
 impl Default for SideSplit {
     fn default() -> Self {
@@ -121,7 +151,10 @@ pub struct NvConfig {
     /// World direction of "superior"; `None` = RAS+ `+z` (from the affine, which maps voxels
     /// to RAS+ world coordinates). Set it when the affine is not trustworthy.
     pub superior: Option<[f64; 3]>,
-    /// How the volume is split into left and right joints (default: the plane world `x = 0`).
+    /// How the volume is split into left and right joints (default: the plane world `x = 0`;
+    /// [`SideSplit::CondyleMidplane`] when the affine does not put the mid-sagittal plane
+    /// there). Every plane split is checked: if MC's two largest components fall on the same
+    /// side, that side reports [`crate::IssueCode::BothCondylesOneSide`].
     pub side_split: SideSplit,
     /// What to do with voxels that are in both MC and TB (default: error).
     pub overlap: OverlapPolicy,
@@ -308,6 +341,13 @@ mod tests {
         assert!(j.contains("\"method\": \"rays\""), "{j}");
         let back: NvConfig = serde_json::from_str(&j).unwrap();
         assert_eq!(back, c);
+        // The split by the condyles is spelt like the other variants.
+        let p: NvConfig = serde_json::from_str(r#"{"side_split":"condyle_midplane"}"#).unwrap();
+        assert_eq!(p.side_split, SideSplit::CondyleMidplane);
+        p.validate().unwrap();
+        assert!(serde_json::to_string(&p)
+            .unwrap()
+            .contains("\"condyle_midplane\""));
         // Partial configs fill in defaults.
         let p: NvConfig = serde_json::from_str(r#"{"method":"between","max_gap_mm":5}"#).unwrap();
         assert_eq!(p.method, Method::Between);

@@ -54,12 +54,12 @@ mod pipeline;
 pub mod render;
 mod report;
 
-pub use config::{Method, NvConfig, OverlapPolicy, SideSplit};
+pub use config::{Method, NvConfig, OverlapPolicy, SideSplit, CONDYLE_COMPONENT_FRACTION};
 pub use error::{NvError, Result};
 pub use output::{write_atomic, write_outputs, OutputOptions};
 pub use overlap::{resolve_overlap_by_score, OverlapResolution};
 pub use pipeline::{derive_nv, NvResult, RayRecord, SideOutput};
 pub use report::{
     asymmetry_index, Asymmetry, AsymmetryUndefined, Issue, IssueCode, NvReport, RayCounts, Side,
-    SideReport, WidthStats, REMOVED_VOLUME_ISSUE_FRACTION,
+    SideReport, SplitPlane, WidthStats, REMOVED_VOLUME_ISSUE_FRACTION,
 };

@@ -7,10 +7,12 @@ use rayon::prelude::*;
 
 use crate::grid::{self, dot, Bbox, Lin};
 use crate::report::{
-    Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, WidthStats,
+    Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, SplitPlane, WidthStats,
     REMOVED_VOLUME_ISSUE_FRACTION,
 };
-use crate::{Method, NvConfig, NvError, OverlapPolicy, Result, SideSplit};
+use crate::{
+    Method, NvConfig, NvError, OverlapPolicy, Result, SideSplit, CONDYLE_COMPONENT_FRACTION,
+};
 
 /// One ray that met TB within `max_gap_mm`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,16 +77,9 @@ struct SidePlane {
 }
 
 impl SidePlane {
-    fn new(g: &Geometry, split: &SideSplit) -> Option<Self> {
-        let (point, normal) = match split {
-            SideSplit::None => return None,
-            SideSplit::WorldPlane { point, normal } => (*point, *normal),
-            SideSplit::VolumeCentre => {
-                let sh = g.shape();
-                let c = [0, 1, 2].map(|a| (sh[a] as f64 - 1.0) / 2.0);
-                (g.voxel_to_world(c), [1.0, 0.0, 0.0])
-            }
-        };
+    /// The plane `sp` (world mm) in the voxel indices of grid `g`.
+    fn new(g: &Geometry, sp: &SplitPlane) -> Self {
+        let (point, normal) = (sp.point, sp.normal);
         let lin = Lin::of(g);
         let a = g.affine();
         let t = [a[0][3], a[1][3], a[2][3]];
@@ -98,7 +93,7 @@ impl SidePlane {
             dot(col, normal)
         });
         let c0 = dot([t[0] - point[0], t[1] - point[1], t[2] - point[2]], normal);
-        Some(Self { c0, c })
+        Self { c0, c }
     }
     #[inline]
     fn side(&self, p: [usize; 3]) -> Side {
@@ -108,6 +103,235 @@ impl SidePlane {
             Side::Right
         } else {
             Side::Left
+        }
+    }
+}
+
+/// The side of world point `x` (the same rule as [`SidePlane::side`] for voxel centres).
+fn side_of_world(sp: &SplitPlane, x: [f64; 3]) -> Side {
+    let d = [0, 1, 2].map(|a| x[a] - sp.point[a]);
+    if dot(d, sp.normal) >= 0.0 {
+        Side::Right
+    } else {
+        Side::Left
+    }
+}
+
+/// The plane of a split that does not depend on the masks ([`SideSplit::WorldPlane`],
+/// [`SideSplit::VolumeCentre`]), with a unit normal; `None` for the others.
+fn fixed_plane(g: &Geometry, split: &SideSplit) -> Option<SplitPlane> {
+    let (point, normal) = match split {
+        SideSplit::None | SideSplit::CondyleMidplane => return None,
+        SideSplit::WorldPlane { point, normal } => (*point, *normal),
+        SideSplit::VolumeCentre => {
+            let sh = g.shape();
+            let c = [0, 1, 2].map(|a| (sh[a] as f64 - 1.0) / 2.0);
+            (g.voxel_to_world(c), [1.0, 0.0, 0.0])
+        }
+    };
+    // `NvConfig::validate` has checked that the normal is finite and non-zero.
+    let n = grid::norm(normal);
+    Some(SplitPlane {
+        point,
+        normal: normal.map(|v| v / n),
+    })
+}
+
+/// A condyle candidate: one of MC's 26-connected components.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    voxels: usize,
+    /// Centroid, world mm.
+    centroid: [f64; 3],
+}
+
+/// MC's components as the split sees them.
+#[derive(Debug, Clone)]
+struct Condyles {
+    /// Number of 26-connected components of MC.
+    components: usize,
+    /// The largest and the second largest, if any.
+    largest: Option<Candidate>,
+    second: Option<Candidate>,
+}
+
+impl Condyles {
+    /// Labels MC's 26-connected components inside its bounding box `b`.
+    fn find(mc: ArrayView3<bool>, b: &Bbox, g: &Geometry) -> Self {
+        let comps = grid::components26(mc, b);
+        let cand = |i: usize| {
+            comps.get(i).map(|c| Candidate {
+                voxels: c.voxels,
+                centroid: g.voxel_to_world(c.centroid()),
+            })
+        };
+        Self {
+            components: comps.len(),
+            largest: cand(0),
+            second: cand(1),
+        }
+    }
+    /// The two condyles: the two largest components, if the second holds at least
+    /// [`CONDYLE_COMPONENT_FRACTION`] of the largest.
+    fn pair(&self) -> Option<[Candidate; 2]> {
+        match (self.largest, self.second) {
+            (Some(a), Some(b))
+                if b.voxels as f64 >= CONDYLE_COMPONENT_FRACTION * a.voxels as f64 =>
+            {
+                Some([a, b])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// World point as text, mm.
+fn mm(x: [f64; 3]) -> String {
+    format!("({:.1}, {:.1}, {:.1}) mm", x[0], x[1], x[2])
+}
+
+/// The line between the condyles is more than this angle from world `x` when the `x`
+/// component of its unit direction is below this value (cos 60 deg).
+const OBLIQUE_AXIS_COS: f64 = 0.5;
+
+/// The plane half-way between condyle centroids `a` and `b` (world mm), its normal along
+/// `b - a` turned toward world `+x` (the patient's right); `None` when the centroids are
+/// closer than `min_sep` mm (no direction to split along). The flag says whether the line is
+/// more than 60 degrees from world `x` (then left and right rest on a small `x` component).
+fn midplane(a: [f64; 3], b: [f64; 3], min_sep: f64) -> Option<(SplitPlane, bool)> {
+    let d = [0, 1, 2].map(|i| b[i] - a[i]);
+    let len = grid::norm(d);
+    if !(len.is_finite() && len >= min_sep) {
+        return None;
+    }
+    let sign = if d[0] < 0.0 { -1.0 } else { 1.0 };
+    let normal = d.map(|v| sign * v / len);
+    let point = [0, 1, 2].map(|i| 0.5 * (a[i] + b[i]));
+    Some((SplitPlane { point, normal }, normal[0] < OBLIQUE_AXIS_COS))
+}
+
+/// How the volume was split, and what the split has to say per side (indexed by
+/// [`side_index`]).
+struct Split {
+    plane: Option<SplitPlane>,
+    issues: [Vec<Issue>; 3],
+    /// Why the volume was not split (for the asymmetry note).
+    not_split: &'static str,
+}
+
+impl Split {
+    fn decide(cfg: &NvConfig, g: &Geometry, condyles: Option<&Condyles>) -> Self {
+        let mut issues: [Vec<Issue>; 3] = Default::default();
+        let min_sp = g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+        if let Some(plane) = fixed_plane(g, &cfg.side_split) {
+            // The sanity check of a plane split: both condyles on one side.
+            if let Some([a, b]) = condyles.and_then(Condyles::pair) {
+                let (sa, sb) = (
+                    side_of_world(&plane, a.centroid),
+                    side_of_world(&plane, b.centroid),
+                );
+                if sa == sb {
+                    let other = if sa == Side::Left { "right" } else { "left" };
+                    issues[side_index(sa)].push(Issue::new(
+                        IssueCode::BothCondylesOneSide,
+                        format!(
+                            "both condyles are on the {} side of the split plane (point {}, \
+                             normal ({:.3}, {:.3}, {:.3})): MC's two largest components \
+                             ({} voxels, centroid {}; {} voxels, centroid {}) are measured as \
+                             one joint and the {other} side has none. The affine probably does \
+                             not put the mid-sagittal plane there (e.g. the world origin at a \
+                             corner of the field of view): use side_split = condyle_midplane, \
+                             or set side_split.world_plane between the condyles",
+                            sa.name(),
+                            mm(plane.point),
+                            plane.normal[0],
+                            plane.normal[1],
+                            plane.normal[2],
+                            a.voxels,
+                            mm(a.centroid),
+                            b.voxels,
+                            mm(b.centroid),
+                        ),
+                    ));
+                }
+            }
+            return Self {
+                plane: Some(plane),
+                issues,
+                not_split: "",
+            };
+        }
+        let Some(c) = condyles.filter(|_| cfg.side_split == SideSplit::CondyleMidplane) else {
+            return Self {
+                plane: None,
+                issues,
+                not_split: "side_split = none",
+            };
+        };
+        let why = match (c.largest, c.second, c.pair()) {
+            (_, _, Some([a, b])) => match midplane(a.centroid, b.centroid, min_sp) {
+                Some((plane, oblique)) => {
+                    if oblique {
+                        for s in [Side::Left, Side::Right] {
+                            issues[side_index(s)].push(Issue::new(
+                                IssueCode::SplitAxisOblique,
+                                format!(
+                                    "the line between the condyles (centroids {} and {}) is \
+                                     {:.0} degrees from world x: left and right are named by \
+                                     the sign of its x component, which the affine may have \
+                                     wrong; check the orientation",
+                                    mm(a.centroid),
+                                    mm(b.centroid),
+                                    plane.normal[0].clamp(-1.0, 1.0).acos().to_degrees()
+                                ),
+                            ));
+                        }
+                    }
+                    return Self {
+                        plane: Some(plane),
+                        issues,
+                        not_split: "",
+                    };
+                }
+                None => format!(
+                    "the centroids of MC's two largest components ({} and {} voxels) coincide \
+                     at {}, so they give no direction to split along",
+                    a.voxels,
+                    b.voxels,
+                    mm(a.centroid)
+                ),
+            },
+            (Some(a), Some(b), None) => format!(
+                "MC's second largest 26-connected component ({} voxels, centroid {}) holds \
+                 {:.1}% of the largest ({} voxels, centroid {}), below the {}% that counts as \
+                 a condyle ({} components in all)",
+                b.voxels,
+                mm(b.centroid),
+                100.0 * b.voxels as f64 / a.voxels as f64,
+                a.voxels,
+                mm(a.centroid),
+                100.0 * CONDYLE_COMPONENT_FRACTION,
+                c.components
+            ),
+            (Some(a), _, _) => format!(
+                "MC is a single 26-connected component ({} voxels, centroid {})",
+                a.voxels,
+                mm(a.centroid)
+            ),
+            (None, _, _) => "MC has no voxel".to_string(),
+        };
+        issues[side_index(Side::Whole)].push(Issue::new(
+            IssueCode::NoSecondCondyle,
+            format!(
+                "side_split = condyle_midplane found one condyle only: {why}; the volume is \
+                 measured as one joint (side whole). If it holds both joints, MC's condyles \
+                 are joined or one is missing: check MC, or set side_split.world_plane"
+            ),
+        ));
+        Self {
+            plane: None,
+            issues,
+            not_split: "side_split = condyle_midplane found a single condyle",
         }
     }
 }
@@ -183,14 +407,6 @@ impl Height {
     }
 }
 
-/// Whether a run of bools has a `true` (branch-free OR over 64-byte chunks, which the
-/// compiler vectorises; most rows of a CT-sized mask are empty).
-#[inline]
-fn any_true(row: &[bool]) -> bool {
-    row.chunks(64)
-        .any(|c| c.iter().fold(false, |acc, &v| acc | v))
-}
-
 /// Per-side scan results of both masks and their overlap.
 struct Scans {
     mc: [McScan; 3],
@@ -199,12 +415,14 @@ struct Scans {
     first_overlap: Option<[usize; 3]>,
 }
 
-/// Scans both full-size masks once, in parallel over `i` planes and row by row (empty rows
-/// are skipped with a vectorised test): per side count, bounding box and most superior
-/// voxel of each mask, and the voxels they share.
+/// Scans both masks once, in parallel over `i` planes and row by row (empty rows are skipped
+/// with a vectorised test): per side count, bounding box and most superior voxel of each
+/// mask, and the voxels they share. `mc` and `tb` are the box of the full grid that starts at
+/// `lo` (full-grid indices are reported).
 fn scan(
     mc: ArrayView3<bool>,
     tb: ArrayView3<bool>,
+    lo: [usize; 3],
     plane: &Option<SidePlane>,
     h: &Height,
 ) -> Scans {
@@ -214,7 +432,8 @@ fn scan(
         overlap: 0,
         first_overlap: None,
     };
-    let visit = |acc: &mut [McScan; 3], p: [usize; 3]| {
+    let visit = |acc: &mut [McScan; 3], q: [usize; 3]| {
+        let p = [lo[0] + q[0], lo[1] + q[1], lo[2] + q[2]];
         let s = &mut acc[side_index(side_of(plane, p))];
         s.count += 1;
         s.bbox.add(p);
@@ -240,7 +459,7 @@ fn scan(
                         (&om[..], &ot[..])
                     }
                 };
-                let (am, at) = (any_true(sm), any_true(st));
+                let (am, at) = (grid::any_true(sm), grid::any_true(st));
                 for k in 0..nk {
                     let (vm, vt) = (am && sm[k], at && st[k]);
                     if vm {
@@ -252,7 +471,7 @@ fn scan(
                     if vm && vt {
                         acc.overlap += 1;
                         if acc.first_overlap.is_none() {
-                            acc.first_overlap = Some([i, j, k]);
+                            acc.first_overlap = Some([lo[0] + i, lo[1] + j, lo[2] + k]);
                         }
                     }
                     if !(am || at) {
@@ -316,18 +535,20 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
     let min_sp = g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
     cfg.step_for(min_sp)?;
     cfg.closing_for(g.spacing())?;
-    let plane = SidePlane::new(&g, &cfg.side_split);
+    let fixed = fixed_plane(&g, &cfg.side_split).map(|p| SidePlane::new(&g, &p));
     let h = Height::new(&g, sup);
 
-    let scans = scan(mc.view(), tb.view(), &plane, &h);
-    let (mc_scan, tb_scan) = (scans.mc, scans.tb);
-    if mc_scan.iter().all(|s| s.count == 0) {
+    // A fixed plane splits in the first scan; `CondyleMidplane` scans without a plane first
+    // (for MC's bounding box) and again once the condyles have given the plane.
+    let mut scans = scan(mc.view(), tb.view(), [0; 3], &fixed, &h);
+    let mc_box = scans.mc.iter().fold(Bbox::empty(), |b, s| b.union(&s.bbox));
+    if scans.mc.iter().all(|s| s.count == 0) {
         return Err(NvError::EmptyMask {
             which: "MC",
             shape: g.shape(),
         });
     }
-    if tb_scan.iter().all(|s| s.count == 0) {
+    if scans.tb.iter().all(|s| s.count == 0) {
         return Err(NvError::EmptyMask {
             which: "TB",
             shape: g.shape(),
@@ -341,6 +562,26 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
         });
     }
 
+    let condyles =
+        (cfg.side_split != SideSplit::None).then(|| Condyles::find(mc.view(), &mc_box, &g));
+    let mut split = Split::decide(cfg, &g, condyles.as_ref());
+    let plane = split.plane.as_ref().map(|p| SidePlane::new(&g, p));
+    if fixed.is_none() && plane.is_some() {
+        // Assign the sides: a second scan of the box that holds both masks.
+        let b = scans
+            .mc
+            .iter()
+            .chain(&scans.tb)
+            .fold(Bbox::empty(), |b, s| b.union(&s.bbox));
+        scans = scan(
+            mc.view().slice(b.slice()),
+            tb.view().slice(b.slice()),
+            b.lo,
+            &plane,
+            &h,
+        );
+    }
+    let (mc_scan, tb_scan) = (scans.mc, scans.tb);
     let sides: Vec<Side> = match plane {
         None => vec![Side::Whole],
         Some(_) => vec![Side::Left, Side::Right],
@@ -361,6 +602,9 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
         };
         let (mut rep, out, crop) =
             ctx.run(&mc_scan[side_index(side)], &tb_scan[side_index(side)])?;
+        // What the split found comes first: it explains the side's other issues.
+        let split_issues = std::mem::take(&mut split.issues[side_index(side)]);
+        rep.issues.splice(0..0, split_issues);
         if n_overlap > 0 {
             rep.issues.push(Issue::new(
                 IssueCode::OverlapResolved,
@@ -386,6 +630,7 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
     let asymmetry = Asymmetry::of(
         reports.iter().find(|r| r.side == Side::Left),
         reports.iter().find(|r| r.side == Side::Right),
+        split.not_split,
     );
     let report = NvReport {
         config: cfg.clone(),
@@ -396,6 +641,7 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
         sides: reports,
         total_volume_mm3: total,
         asymmetry,
+        split_plane: split.plane,
     };
     let nv = Volume::new(nv, g).map_err(|source| NvError::Geometry {
         what: "NV".into(),
@@ -1118,6 +1364,62 @@ mod tests {
         assert!(nv[[5, 4, 6]], "the edge-attached voxel must stay");
         assert!(!nv[[8, 0, 5]]);
         assert_eq!(grid::count(nv.view()), kept_before);
+    }
+
+    #[test]
+    fn midplane_is_half_way_and_points_to_world_plus_x() {
+        let (a, b) = ([110.0, 2.0, -1.0], [10.0, 0.0, 1.0]);
+        // Either order gives the same plane, normal toward +x.
+        for (p, q) in [(a, b), (b, a)] {
+            let (sp, oblique) = midplane(p, q, 0.4).unwrap();
+            assert!(!oblique);
+            assert_eq!(sp.point, [60.0, 1.0, 0.0]);
+            assert!(sp.normal[0] > 0.99 && (grid::norm(sp.normal) - 1.0).abs() < 1e-12);
+            assert_eq!(side_of_world(&sp, a), Side::Right);
+            assert_eq!(side_of_world(&sp, b), Side::Left);
+        }
+        // Condyles one above the other along y: still a plane, flagged as oblique.
+        let (sp, oblique) = midplane([0.0, -40.0, 0.0], [1.0, 40.0, 0.0], 0.4).unwrap();
+        assert!(oblique && sp.normal[0] > 0.0);
+        // Coincident centroids give no direction.
+        assert!(midplane([1.0; 3], [1.1, 1.0, 1.0], 0.4).is_none());
+    }
+
+    #[test]
+    fn side_plane_on_the_grid_agrees_with_the_world_rule() {
+        // An LPS-stored, oblique grid: the voxel rule and the world rule name the same sides.
+        let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+        let a = [
+            [-0.5 * c, 0.5 * s, 0.0, 40.0],
+            [-0.5 * s, -0.5 * c, 0.0, 3.0],
+            [0.0, 0.0, 0.7, -5.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let g = Geometry::new([20, 20, 20], a).unwrap();
+        let sp = SplitPlane {
+            point: [35.0, -1.0, 0.0],
+            normal: [0.8, 0.6, 0.0],
+        };
+        let pl = SidePlane::new(&g, &sp);
+        let (mut l, mut r) = (0, 0);
+        for p in [
+            [0, 0, 0],
+            [19, 0, 3],
+            [0, 19, 7],
+            [19, 19, 19],
+            [10, 10, 10],
+            [4, 15, 2],
+        ] {
+            let x = g.voxel_to_world(p.map(|v| v as f64));
+            let side = pl.side(p);
+            assert_eq!(side, side_of_world(&sp, x), "{p:?} at {x:?}");
+            l += usize::from(side == Side::Left);
+            r += usize::from(side == Side::Right);
+        }
+        assert!(
+            l > 0 && r > 0,
+            "the points must straddle the plane ({l}, {r})"
+        );
     }
 
     #[test]

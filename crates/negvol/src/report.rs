@@ -50,6 +50,34 @@ pub enum IssueCode {
     /// removals are only counted in [`SideReport::removed_components`] and
     /// [`SideReport::removed_volume_mm3`]).
     ComponentsRemoved,
+    /// A plane split ([`crate::SideSplit::WorldPlane`] or [`crate::SideSplit::VolumeCentre`])
+    /// put the centroids of MC's two largest 26-connected components (each at least
+    /// [`crate::CONDYLE_COMPONENT_FRACTION`] of the largest) on this side: most likely both
+    /// condyles, because the affine does not put the mid-sagittal plane where the split
+    /// assumes (e.g. the world origin at a corner of the field of view). This side then
+    /// measures two joints as one and the other side reports [`IssueCode::NoCondyle`]. The
+    /// message gives both centroids and the plane; use [`crate::SideSplit::CondyleMidplane`]
+    /// or set the plane between the condyles.
+    BothCondylesOneSide,
+    /// [`crate::SideSplit::CondyleMidplane`] found fewer than two condyles (MC's second
+    /// largest component is missing or below [`crate::CONDYLE_COMPONENT_FRACTION`] of the
+    /// largest, or the two centroids coincide), so the volume was measured as one joint (side
+    /// `whole`).
+    NoSecondCondyle,
+    /// [`crate::SideSplit::CondyleMidplane`]: the line between the two condyles is more than 60
+    /// degrees from world `x`, so naming the sides by world `+x` (the patient's right) is
+    /// unreliable; check the affine.
+    SplitAxisOblique,
+}
+
+/// The plane that split the volume into left and right ([`NvReport::split_plane`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitPlane {
+    /// A point of the plane (world mm).
+    pub point: [f64; 3],
+    /// Unit normal, pointing to the patient's right: voxels with
+    /// `(x - point) . normal >= 0` are the right side.
+    pub normal: [f64; 3],
 }
 
 /// A report entry that explains a missing or unusual result.
@@ -186,7 +214,8 @@ impl SideReport {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AsymmetryUndefined {
-    /// The volume was not split into left and right ([`crate::SideSplit::None`]).
+    /// The volume was not split into left and right ([`crate::SideSplit::None`], or
+    /// [`crate::SideSplit::CondyleMidplane`] with a single condyle).
     NotSplit,
     /// The left side has no NV (no condyle there, e.g. a single-joint volume, or no contact),
     /// so there is nothing to compare the right side with.
@@ -214,8 +243,12 @@ pub struct Asymmetry {
 
 impl Asymmetry {
     /// The asymmetry of the two sides' reports (`None` for either when the volume was not
-    /// split).
-    pub(crate) fn of(left: Option<&SideReport>, right: Option<&SideReport>) -> Self {
+    /// split, `not_split` saying why).
+    pub(crate) fn of(
+        left: Option<&SideReport>,
+        right: Option<&SideReport>,
+        not_split: &str,
+    ) -> Self {
         let undefined = |reason, note: String| Self {
             index: None,
             reason: Some(reason),
@@ -257,7 +290,7 @@ impl Asymmetry {
             },
             _ => undefined(
                 AsymmetryUndefined::NotSplit,
-                "the volume was not split into left and right (side_split = none)".into(),
+                format!("the volume was not split into left and right ({not_split})"),
             ),
         }
     }
@@ -282,6 +315,11 @@ pub struct NvReport {
     pub total_volume_mm3: f64,
     /// Left/right asymmetry.
     pub asymmetry: Asymmetry,
+    /// The plane that split the volume (world mm), `None` when it was not split
+    /// ([`crate::SideSplit::None`], or [`crate::SideSplit::CondyleMidplane`] with one
+    /// condyle).
+    #[serde(default)]
+    pub split_plane: Option<SplitPlane>,
 }
 
 impl NvReport {

@@ -427,3 +427,215 @@ fn asymmetry_is_undefined_when_a_present_joint_has_no_contact() {
     assert_eq!(a.reason, Some(AsymmetryUndefined::NoRightNv));
     assert!(a.note.as_deref().unwrap().contains("max_gap_mm"), "{a:?}");
 }
+
+// ---- Left/right split when the world origin is not on the mid-sagittal plane ----
+
+/// The pair of `upright_pair` moved to world x = 60 (left, gap `w_left`) and x = 100 (right),
+/// as when a scanner puts the world origin at a corner of the field of view: the plane
+/// world `x = 0` misses both joints.
+fn shifted_pair(w_left: f64, w_right: f64) -> [Joint; 2] {
+    upright_pair(w_left, w_right).map(|j| Joint {
+        centre: [j.centre[0] + 80.0, j.centre[1], j.centre[2]],
+        ..j
+    })
+}
+
+/// A 0.5 mm grid over world x 44..116, y -14..14, z -18..16 mm; stored RAS, or LPS (`i`
+/// toward world `-x`, `j` toward `-y`: the same world box, mirrored storage).
+fn shifted_grid(lps: bool) -> Geometry {
+    let sp = 0.5;
+    let aff = if lps {
+        [
+            [-sp, 0.0, 0.0, 116.0 - sp / 2.0],
+            [0.0, -sp, 0.0, 14.0 - sp / 2.0],
+            [0.0, 0.0, sp, -18.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    } else {
+        [
+            [sp, 0.0, 0.0, 44.0 + sp / 2.0],
+            [0.0, sp, 0.0, -14.0 + sp / 2.0],
+            [0.0, 0.0, sp, -18.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    };
+    Geometry::new([144, 56, 68], aff).unwrap()
+}
+
+fn has(s: &negvol::SideReport, code: IssueCode) -> bool {
+    s.issues.iter().any(|i| i.code == code)
+}
+
+#[test]
+fn default_split_with_shifted_origin_reports_both_condyles_on_one_side() {
+    let (mc, tb) = masks(&shifted_grid(false), &shifted_pair(2.0, 3.5));
+    let res = derive_nv(&mc, &tb, &NvConfig::default()).unwrap();
+    let l = res.report.side(Side::Left).unwrap();
+    let r = res.report.side(Side::Right).unwrap();
+    // Everything is at world x > 0: the right side holds both joints, the left none.
+    assert!(has(l, IssueCode::NoCondyle) && l.mc_voxels == 0, "{l:?}");
+    assert!(!has(l, IssueCode::BothCondylesOneSide));
+    let i = r
+        .issues
+        .iter()
+        .find(|i| i.code == IssueCode::BothCondylesOneSide)
+        .unwrap_or_else(|| panic!("{:?}", r.issues));
+    eprintln!("{}", i.message);
+    assert!(!i.message.contains("  "), "{}", i.message);
+    // The numbers: both centroids (x = 60 and 100 mm), the plane, and the way out.
+    for part in [
+        "60.0",
+        "100.0",
+        "point (0.0, 0.0, 0.0) mm",
+        "condyle_midplane",
+    ] {
+        assert!(i.message.contains(part), "{part}: {}", i.message);
+    }
+    assert_eq!(r.mc_voxels, mc.data().iter().filter(|&&v| v).count());
+    let sp = res.report.split_plane.as_ref().unwrap();
+    assert_eq!((sp.point, sp.normal), ([0.0; 3], [1.0, 0.0, 0.0]));
+    assert_eq!(res.report.asymmetry.index, None);
+    let j = serde_json::to_value(&res.report).unwrap();
+    assert_eq!(
+        j["sides"][1]["issues"][0]["code"], "both_condyles_one_side",
+        "{j}"
+    );
+    // The volume centre (x = 80 mm) of this field of view is between the joints: no issue.
+    let cfg = NvConfig {
+        side_split: SideSplit::VolumeCentre,
+        ..Default::default()
+    };
+    let res = derive_nv(&mc, &tb, &cfg).unwrap();
+    for s in &res.report.sides {
+        assert!(s.has_nv && !has(s, IssueCode::BothCondylesOneSide), "{s:?}");
+    }
+}
+
+#[test]
+fn condyle_midplane_splits_between_the_joints_on_ras_and_lps_grids() {
+    let [jl, jr] = shifted_pair(2.0, 3.5);
+    let (vl, vr) = (jl.truth_volume(), jr.truth_volume());
+    let placed = NvConfig {
+        side_split: SideSplit::WorldPlane {
+            point: [80.0, 0.0, 0.0],
+            normal: [1.0, 0.0, 0.0],
+        },
+        ..Default::default()
+    };
+    let midplane = NvConfig {
+        side_split: SideSplit::CondyleMidplane,
+        ..Default::default()
+    };
+    let mut volumes = Vec::new();
+    for lps in [false, true] {
+        let g = shifted_grid(lps);
+        let (mc, tb) = masks(&g, &shifted_pair(2.0, 3.5));
+        let want = derive_nv(&mc, &tb, &placed).unwrap();
+        let got = derive_nv(&mc, &tb, &midplane).unwrap();
+        // The plane found from the condyles: half-way between them, normal to the right.
+        let sp = got.report.split_plane.as_ref().unwrap();
+        assert!((sp.point[0] - 80.0).abs() < 0.5, "{sp:?}");
+        assert!(sp.normal[0] > 0.999, "{sp:?}");
+        for side in [Side::Left, Side::Right] {
+            let (w, m) = (
+                want.report.side(side).unwrap(),
+                got.report.side(side).unwrap(),
+            );
+            assert!(w.has_nv && m.has_nv, "lps {lps} {side:?}: {:?}", m.issues);
+            assert!(m.issues.is_empty() && w.issues.is_empty(), "{:?}", m.issues);
+            assert_relative_eq!(m.nv_volume_mm3, w.nv_volume_mm3, max_relative = 1e-9);
+            let truth = if side == Side::Left { vl } else { vr };
+            let err = (m.nv_volume_mm3 - truth) / truth;
+            eprintln!(
+                "lps {lps} {side:?}: NV {:.1} mm3, truth {truth:.1} ({:+.1}%)",
+                m.nv_volume_mm3,
+                100.0 * err
+            );
+            assert!(err.abs() < 0.12, "lps {lps} {side:?}: {err}");
+            // Left and right are the patient's, whatever the storage order: the left joint
+            // (world x = 60) has the 2.0 mm joint space, the right one (x = 100) 3.5 mm.
+            let c = m.nv_centroid_world.unwrap();
+            let width = m.width.as_ref().unwrap().mean_mm;
+            match side {
+                Side::Left => assert!(c[0] < 80.0 && (width - 2.0).abs() < 0.3, "{c:?} {width}"),
+                _ => assert!(c[0] > 80.0 && (width - 3.5).abs() < 0.3, "{c:?} {width}"),
+            }
+            volumes.push(m.nv_volume_mm3);
+        }
+        assert!(got.report.asymmetry.index.is_some());
+    }
+    // The mirrored storage measures the same joints (voxel centres are the same world points).
+    assert_relative_eq!(volumes[0], volumes[2], max_relative = 1e-9);
+    assert_relative_eq!(volumes[1], volumes[3], max_relative = 1e-9);
+}
+
+#[test]
+fn condyle_midplane_ignores_small_debris() {
+    // A 27-voxel false-positive blob (under 10 % of a condyle) next to the two joints: the
+    // split still runs between the two condyles.
+    let g = shifted_grid(false);
+    let (mc, tb) = masks(&g, &shifted_pair(2.0, 3.5));
+    let mut m = mc.data().clone();
+    m.slice_mut(ndarray::s![70..73, 2..5, 2..5]).fill(true);
+    let mc = Volume::new(m, g).unwrap();
+    let cfg = NvConfig {
+        side_split: SideSplit::CondyleMidplane,
+        ..Default::default()
+    };
+    let res = derive_nv(&mc, &tb, &cfg).unwrap();
+    let sp = res.report.split_plane.as_ref().unwrap();
+    assert!(
+        (sp.point[0] - 80.0).abs() < 0.5 && sp.normal[0] > 0.999,
+        "{sp:?}"
+    );
+    assert!(res.report.sides.iter().all(|s| s.has_nv));
+}
+
+#[test]
+fn condyle_midplane_on_a_single_joint_measures_the_whole_volume() {
+    let (mc, tb) = one_joint(2.0);
+    // Debris: a small blob in a corner, far below 10 % of the condyle.
+    let mut m = mc.data().clone();
+    m.slice_mut(ndarray::s![2..5, 2..5, 2..5]).fill(true);
+    let mc = Volume::new(m, mc.geometry().clone()).unwrap();
+    let cfg = NvConfig {
+        side_split: SideSplit::CondyleMidplane,
+        ..Default::default()
+    };
+    let res = derive_nv(&mc, &tb, &cfg).unwrap();
+    assert_eq!(res.report.sides.len(), 1);
+    let s = res.report.side(Side::Whole).unwrap();
+    let i = s
+        .issues
+        .iter()
+        .find(|i| i.code == IssueCode::NoSecondCondyle)
+        .unwrap_or_else(|| panic!("{:?}", s.issues));
+    assert!(
+        i.message.contains("27 voxels") && i.message.contains("below the 10%"),
+        "{}",
+        i.message
+    );
+    assert!(res.report.split_plane.is_none());
+    // The same NV as without a split.
+    let plain = derive_nv(&mc, &tb, &whole()).unwrap();
+    let p = plain.report.side(Side::Whole).unwrap();
+    assert!(s.has_nv);
+    assert_relative_eq!(s.nv_volume_mm3, p.nv_volume_mm3, max_relative = 1e-9);
+    let a = &res.report.asymmetry;
+    assert_eq!(a.reason, Some(AsymmetryUndefined::NotSplit));
+    assert!(
+        a.note.as_deref().unwrap().contains("condyle_midplane"),
+        "{a:?}"
+    );
+    // Without the debris MC is one component, and the message says so.
+    let (mc, tb) = one_joint(2.0);
+    let res = derive_nv(&mc, &tb, &cfg).unwrap();
+    let s = res.report.side(Side::Whole).unwrap();
+    assert!(s.has_nv);
+    assert!(
+        s.issues.iter().any(|i| i.code == IssueCode::NoSecondCondyle
+            && i.message.contains("single 26-connected component")),
+        "{:?}",
+        s.issues
+    );
+}
