@@ -102,7 +102,7 @@ use crate::sampler::SamplerConfig;
 use crate::trainer::{Observer, TrainSummary};
 use crate::{Result, TrainConfig, TrainError, ValidationConfig};
 
-/// Version of the locator JSON written by [`Locator::save`].
+/// Version of the locator JSON written by [`LocatorSpec::save`].
 pub const LOCATOR_FORMAT_VERSION: u32 = 1;
 
 /// The name of the heatmap network's one target.
