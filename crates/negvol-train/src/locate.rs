@@ -42,8 +42,9 @@
 //!    mass (sum of posterior x coarse voxel volume, mm^3), a peak and a posterior-weighted
 //!    centroid over its top [`LocateConfig::head_depth_mm`] (default 15 mm along superior, so
 //!    that a condyle mask running down the ramus to the edge of the scan does not drag it
-//!    down; the centre offset is fitted the same way). Components lighter than `min_relative_mass` x the heaviest are dropped, then
-//!    the heaviest `max_joints` (default 2) are kept, or with `per_side` the heaviest on each
+//!    down; the centre offset is fitted the same way). Components lighter than
+//!    `min_relative_mass` x the heaviest are dropped, then the heaviest `max_joints`
+//!    (default 2) are kept, or with `per_side` the heaviest on each
 //!    side of the field of view's mid-sagittal plane (world x of the grid's centre; patient left
 //!    is world `-x`). The centroid plus the atlas's centre offset is the joint centre (world mm);
 //!    the VOI is a box of `voi_mm` (per image index axis; default the paper's 120 x 150 x 70
@@ -72,7 +73,8 @@
 //!     let d = [i as f64 - 12.0, j as f64 - 15.0, k as f64 - 10.0];
 //!     d[0] * d[0] + d[1] * d[1] + d[2] * d[2] <= 16.0
 //! };
-//! let mask = Volume::new(Array3::from_shape_fn((40, 30, 20), |(i, j, k)| f32::from(u8::from(ball(i, j, k)))), g.clone())?;
+//! let m = Array3::from_shape_fn((40, 30, 20), |(i, j, k)| f32::from(u8::from(ball(i, j, k))));
+//! let mask = Volume::new(m, g.clone())?;
 //! let atlas = Atlas::fit(&[(&g, &mask)], [20, 15, 10], 0.0)?;
 //! let ct = mask.map(|m| -1000.0 + 2000.0 * m);
 //! let cfg = LocateConfig { voi_mm: [20.0, 20.0, 10.0], ..LocateConfig::default() };
