@@ -14,7 +14,9 @@
 # TEST_CASES (10), ARCHS ("unet3d unet3d-att vnet"), TARGETS ("mc tb"), BATCHES ("1,2"),
 # PRECISIONS ("f32,bf16"), STEPS (15), INFER_SHAPE (686,686,686), INFER_BATCH (4),
 # PATCH (112,144,64), FOV (48,60,28: the paper's 120x150x70 VOI at SPACING 0.4 mm), DEVICE (cuda),
-# TRAIN_PRECISION (bf16), F_MAPS (empty: the paper's widths), BIN (.gpu).
+# TRAIN_PRECISION (bf16), TRAIN_WORKERS (12 batch-making threads: one thread makes a paper-
+# augmented 112x144x64 patch in about 0.1 s, see crates/negvol-train/benches/sampler.rs),
+# F_MAPS (empty: the paper's widths), BIN (.gpu).
 # With DEVICE=cpu and small sizes the same script runs here as a smoke test.
 set -u
 cd "$(dirname "$0")/.."
@@ -37,6 +39,7 @@ PATCH=${PATCH:-112,144,64}
 FOV=${FOV:-48,60,28}
 SPACING=${SPACING:-0.4}
 TRAIN_PRECISION=${TRAIN_PRECISION:-bf16}
+TRAIN_WORKERS=${TRAIN_WORKERS:-12}
 F_MAPS=${F_MAPS:-}
 WORK=${WORK:-/tmp/negvol-gpu-work}
 STAGES=${*:-check throughput infer table1}
@@ -114,7 +117,7 @@ stage_table1() {
             "$BIN/train" --input-data "$WORK/train" --target "$t" --model "$arch" --loss dice-ce \
                 --alpha 1 --beta 1 --epochs 100 --max-minutes "$budget" --val-fraction 0 \
                 --val-every 0 --precision "$TRAIN_PRECISION" --patch "$PATCH" --device "$DEVICE" \
-                --quiet --out "$run" "${extra[@]}" >"$T/train-$arch-$t.log" 2>&1 \
+                --workers "$TRAIN_WORKERS" --quiet --out "$run" "${extra[@]}" >"$T/train-$arch-$t.log" 2>&1 \
                 || { log "training $arch $t failed"; tail -5 "$T/train-$arch-$t.log" >&2; continue; }
             cp "$run/log.jsonl" "$T/log-$arch-$t.jsonl"
             "$BIN/eval" --model-file "$run/last.json" --input-data "$WORK/test" --device "$DEVICE" \

@@ -323,12 +323,27 @@ pub fn sample_patch(
     let sh = (patch[0], patch[1], patch[2]);
     let mut img = Array3::<f32>::zeros(sh);
     let mut lab = Array3::<u8>::zeros(sh);
-    Zip::indexed(&mut img)
-        .and(&mut lab)
-        .par_for_each(|(i, j, k), vi, vl| {
-            let q = t.source(center, half, [i, j, k]);
-            *vi = sample_linear(image, q, fill);
-            *vl = sample_nearest(label, q, 0);
+    // One task per (i, j) row: the linear part advances by the matrix's third column along k
+    // (the same map as `SpatialTransform::source`, up to rounding).
+    let m = t.matrix;
+    Zip::indexed(img.lanes_mut(Axis(2)))
+        .and(lab.lanes_mut(Axis(2)))
+        .par_for_each(|(i, j), mut row_i, mut row_l| {
+            let d = [i as f64 - half[0], j as f64 - half[1], -half[2]];
+            let start: [f64; 3] = std::array::from_fn(|r| {
+                center[r] + m[r][0] * d[0] + m[r][1] * d[1] + m[r][2] * d[2]
+            });
+            for (k, (vi, vl)) in row_i.iter_mut().zip(row_l.iter_mut()).enumerate() {
+                let kf = k as f64;
+                let mut q: [f64; 3] = std::array::from_fn(|r| start[r] + m[r][2] * kf);
+                if let Some(disp) = &t.displacement {
+                    for (r, f) in disp.iter().enumerate() {
+                        q[r] += f[[i, j, k]] as f64;
+                    }
+                }
+                *vi = sample_linear(image, q, fill);
+                *vl = sample_nearest(label, q, 0);
+            }
         });
     (img, lab)
 }
@@ -388,27 +403,30 @@ pub(crate) fn standard_normal(rng: &mut impl Rng) -> f64 {
 
 /// Separable Gaussian filter with per-axis sigma (voxels), kernel truncated at 4 sigma,
 /// mirror-reflected borders (scipy's `reflect` mode). Axes with sigma 0 are skipped.
+///
+/// Each lane is first copied once into a buffer padded by the kernel radius on both sides
+/// (reflected), so the inner loop is a plain dot product; accumulation order is the kernel's.
 pub fn gaussian_filter(a: &mut Array3<f32>, sigma: [f64; 3]) {
     for (ax, &s) in sigma.iter().enumerate() {
         if !(s > 0.0) {
             continue;
         }
-        let r = (4.0 * s).ceil() as i64;
-        let mut w: Vec<f32> = (-r..=r)
+        let r = (4.0 * s).ceil() as usize;
+        let mut w: Vec<f32> = (-(r as i64)..=r as i64)
             .map(|x| (-(x * x) as f64 / (2.0 * s * s)).exp() as f32)
             .collect();
         let sum: f32 = w.iter().sum();
         w.iter_mut().for_each(|v| *v /= sum);
-        let n = a.len_of(Axis(ax)) as i64;
+        let n = a.len_of(Axis(ax));
         Zip::from(a.lanes_mut(Axis(ax))).par_for_each(|mut lane| {
-            let src: Vec<f32> = lane.iter().copied().collect();
+            let padded: Vec<f32> = (-(r as i64)..(n + r) as i64)
+                .map(|x| lane[reflect(x, n as i64)])
+                .collect();
             for (x, o) in lane.iter_mut().enumerate() {
-                let mut acc = 0.0f32;
-                for (t, wt) in w.iter().enumerate() {
-                    let y = reflect(x as i64 + t as i64 - r, n);
-                    acc += wt * src[y];
-                }
-                *o = acc;
+                *o = padded[x..x + w.len()]
+                    .iter()
+                    .zip(&w)
+                    .fold(0.0f32, |acc, (v, wt)| acc + wt * v);
             }
         });
     }

@@ -16,26 +16,86 @@ pub enum Interpolation {
     Linear,
 }
 
+/// `x.floor()` as an integer, without a libm call (x86-64's baseline has no `roundsd`). Exact
+/// for `|x| < 2^52`; saturates beyond, NaN gives 0.
+#[inline]
+fn floor_i64(x: f64) -> i64 {
+    let t = x as i64;
+    if (t as f64) > x {
+        t - 1
+    } else {
+        t
+    }
+}
+
+/// `x.round()` (half away from zero) as an integer, without a libm call. Exact for
+/// `|x| < 2^52`; saturates beyond, NaN gives 0.
+#[inline]
+fn round_i64(x: f64) -> i64 {
+    let t = x as i64;
+    let r = x - t as f64;
+    if r >= 0.5 {
+        t + 1
+    } else if r <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
+}
+
 /// Trilinear interpolation of `src` at fractional index `p`; corners outside the array read
 /// `fill`. At integer positions inside the array this returns the voxel value exactly.
 #[inline]
 pub fn sample_linear(src: &ArrayView3<'_, f32>, p: [f64; 3], fill: f32) -> f32 {
     let sh = src.shape();
-    let f = [p[0].floor(), p[1].floor(), p[2].floor()];
-    let t = [p[0] - f[0], p[1] - f[1], p[2] - f[2]];
-    let b = [f[0] as i64, f[1] as i64, f[2] as i64];
-    // Fast path: fully inside.
+    if p.iter().any(|x| x.is_nan()) {
+        return f32::NAN;
+    }
+    // Far outside (or infinite): every corner reads `fill` (and the index arithmetic below
+    // cannot overflow).
+    if p.iter().any(|x| !(x.abs() < 4.0e15)) {
+        return fill;
+    }
+    let b = [floor_i64(p[0]), floor_i64(p[1]), floor_i64(p[2])];
+    let t = [p[0] - b[0] as f64, p[1] - b[1] as f64, p[2] - b[2] as f64];
+    let wx = [1.0 - t[0], t[0]];
+    let wy = [1.0 - t[1], t[1]];
+    let wz = [1.0 - t[2], t[2]];
     let inside = (0..3).all(|a| b[a] >= 0 && b[a] + 1 < sh[a] as i64);
+    // Fast path: all eight corners inside a standard-layout array.
+    if let (true, Some(data)) = (inside, src.as_slice()) {
+        let (s0, s1) = (sh[1] * sh[2], sh[2]);
+        let base = b[0] as usize * s0 + b[1] as usize * s1 + b[2] as usize;
+        let mut acc = 0.0f64;
+        for (dx, wx) in wx.iter().enumerate() {
+            if *wx == 0.0 {
+                continue;
+            }
+            for (dy, wy) in wy.iter().enumerate() {
+                if *wy == 0.0 {
+                    continue;
+                }
+                let row = base + dx * s0 + dy * s1;
+                for (dz, wz) in wz.iter().enumerate() {
+                    if *wz == 0.0 {
+                        continue;
+                    }
+                    acc += wx * wy * wz * data[row + dz] as f64;
+                }
+            }
+        }
+        return acc as f32;
+    }
     let mut acc = 0.0f64;
-    for (dx, wx) in [(0i64, 1.0 - t[0]), (1, t[0])] {
+    for (dx, wx) in [(0i64, wx[0]), (1, wx[1])] {
         if wx == 0.0 {
             continue;
         }
-        for (dy, wy) in [(0i64, 1.0 - t[1]), (1, t[1])] {
+        for (dy, wy) in [(0i64, wy[0]), (1, wy[1])] {
             if wy == 0.0 {
                 continue;
             }
-            for (dz, wz) in [(0i64, 1.0 - t[2]), (1, t[2])] {
+            for (dz, wz) in [(0i64, wz[0]), (1, wz[1])] {
                 if wz == 0.0 {
                     continue;
                 }
@@ -60,14 +120,17 @@ pub fn sample_linear(src: &ArrayView3<'_, f32>, p: [f64; 3], fill: f32) -> f32 {
 }
 
 /// Nearest-neighbour lookup of `src` at fractional index `p` (rounding half away from zero);
-/// outside the array returns `fill`.
+/// outside the array (or at a NaN position) it reads `fill`.
 #[inline]
 pub fn sample_nearest<T: Copy>(src: &ArrayView3<'_, T>, p: [f64; 3], fill: T) -> T {
     let sh = src.shape();
     let mut idx = [0usize; 3];
     for a in 0..3 {
-        let r = p[a].round();
-        if !(r >= 0.0 && r < sh[a] as f64) {
+        if !(p[a].abs() < 4.0e15) {
+            return fill;
+        }
+        let r = round_i64(p[a]);
+        if r < 0 || r >= sh[a] as i64 {
             return fill;
         }
         idx[a] = r as usize;
@@ -169,6 +232,73 @@ pub fn geometry_with_spacing(g: &Geometry, spacing: [f64; 3]) -> Result<Geometry
 mod tests {
     use super::*;
     use approx::assert_abs_diff_eq;
+
+    #[test]
+    fn integer_floor_and_round_match_std() {
+        let mut x = -1000.0f64;
+        while x <= 1000.0 {
+            for v in [
+                x,
+                x + 0.5,
+                x - 0.5,
+                x + 1e-12,
+                x - 1e-12,
+                0.49999999999999994,
+                -0.0,
+            ] {
+                assert_eq!(floor_i64(v), v.floor() as i64, "floor {v}");
+                assert_eq!(round_i64(v), v.round() as i64, "round {v}");
+            }
+            x += 0.37;
+        }
+    }
+
+    #[test]
+    fn fast_and_general_trilinear_paths_agree_bit_for_bit() {
+        // `a` is standard layout (fast path); the same values seen through a strided view of a
+        // bigger array take the general path.
+        let a = Array3::from_shape_fn((7, 6, 5), |(i, j, k)| {
+            ((i * 37 + j * 11 + k * 5) % 17) as f32 - 3.3
+        });
+        let big = Array3::from_shape_fn((14, 6, 5), |(i, j, k)| {
+            if i % 2 == 0 {
+                a[[i / 2, j, k]]
+            } else {
+                f32::NAN
+            }
+        });
+        let strided = big.slice(ndarray::s![..;2, .., ..]);
+        assert!(strided.as_slice().is_none());
+        let mut n = 0;
+        for i in 0..30 {
+            for j in 0..13 {
+                for k in 0..11 {
+                    let p = [
+                        i as f64 * 0.23 - 0.6,
+                        j as f64 * 0.51 - 0.3,
+                        k as f64 * 0.47 - 0.2,
+                    ];
+                    let fast = sample_linear(&a.view(), p, -9.0);
+                    let slow = sample_linear(&strided, p, -9.0);
+                    assert_eq!(fast.to_bits(), slow.to_bits(), "{p:?}");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 30 * 13 * 11);
+        // Far away or infinite positions read the fill value; NaN positions give NaN.
+        assert_eq!(sample_linear(&a.view(), [1e300, 0.0, 0.0], -9.0), -9.0);
+        assert_eq!(
+            sample_linear(&a.view(), [f64::NEG_INFINITY, 0.0, 0.0], -9.0),
+            -9.0
+        );
+        assert!(sample_linear(&a.view(), [f64::NAN, 0.0, 0.0], -9.0).is_nan());
+        assert_eq!(
+            sample_nearest(&a.view(), [f64::INFINITY, 0.0, 0.0], -9.0),
+            -9.0
+        );
+        assert_eq!(sample_nearest(&a.view(), [f64::NAN, 0.0, 0.0], -9.0), -9.0);
+    }
 
     #[test]
     fn linear_is_exact_on_grid_and_linear_between() {

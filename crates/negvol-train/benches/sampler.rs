@@ -1,0 +1,56 @@
+//! How fast one thread makes training batches: the data side of training, which must keep up
+//! with the GPU. One patch of the paper's size (112x144x64) from a 120x150x70 case (the
+//! paper's VOI), with the paper's augmentation, nnU-Net's (default) and none.
+//!
+//! `cargo bench -p negvol-train --bench sampler -- --warm-up-time 1 --measurement-time 5`
+//! The batches/s of one thread times `SamplerConfig::workers` is the loader's ceiling; compare
+//! it with `train-bench`'s steps/s on the GPU to size `workers`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use ndarray::Array3;
+use negvol_train::augment::AugmentConfig;
+use negvol_train::sampler::{make_batch, PreparedCase, SamplerConfig};
+
+fn case() -> PreparedCase {
+    let (ni, nj, nk) = (120usize, 150usize, 70usize);
+    let c = [60.0, 75.0, 35.0];
+    let lab = Array3::from_shape_fn((ni, nj, nk), |(i, j, k)| {
+        let d = ((i as f64 - c[0]).powi(2) / 900.0
+            + (j as f64 - c[1]).powi(2) / 1200.0
+            + (k as f64 - c[2]).powi(2) / 300.0)
+            .sqrt();
+        u8::from(d <= 1.0) + 2 * u8::from(k > 55)
+    });
+    let img = Array3::from_shape_fn((ni, nj, nk), |(i, j, k)| {
+        let base = [-0.8f32, 0.9, 0.7][lab[[i, j, k]].min(2) as usize];
+        base + 0.05 * (((i * 31 + j * 17 + k * 7) % 13) as f32 / 13.0 - 0.5)
+    });
+    PreparedCase::new("bench", img, lab, [0.4; 3]).expect("valid case")
+}
+
+fn bench(c: &mut Criterion) {
+    let cases = vec![case()];
+    let cfg = SamplerConfig {
+        workers: 0,
+        ..SamplerConfig::default()
+    };
+    let mut g = c.benchmark_group("make_batch_112x144x64");
+    g.sample_size(10);
+    for (name, aug) in [
+        ("none", AugmentConfig::none()),
+        ("paper", AugmentConfig::paper()),
+        ("nnunet", AugmentConfig::default()),
+    ] {
+        let mut b = 0usize;
+        g.bench_function(BenchmarkId::from_parameter(name), |bn| {
+            bn.iter(|| {
+                b += 1;
+                make_batch(&cases, &cfg, &aug, 7, 0, b)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
