@@ -38,6 +38,9 @@ struct Args {
     /// Flip test-time augmentation.
     #[arg(long)]
     tta: bool,
+    /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: the model's).
+    #[arg(long)]
+    precision: Option<String>,
     /// Sliding-window overlap (default: the model's).
     #[arg(long)]
     overlap: Option<f64>,
@@ -55,6 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     inf.flip_tta |= a.tta;
     if let Some(o) = a.overlap {
         inf.overlap = o;
+    }
+    if let Some(p) = &a.precision {
+        inf.precision = serde_json::from_value(serde_json::Value::String(p.clone()))
+            .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?;
     }
     let spec = DatasetSpec::open(&a.input_data)?;
     let opts = EvalOptions {

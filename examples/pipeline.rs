@@ -15,13 +15,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use negvol::{derive_nv, write_outputs, NvConfig, OutputOptions};
+use negvol::{derive_nv, resolve_overlap_by_score, write_outputs, NvConfig, OutputOptions};
 use negvol_metrics::{evaluate_pair, EvalOptions};
 use negvol_train::locate::{paste_merge, Locator};
 use negvol_train::preprocess::crop;
 use negvol_train::refine::{refine_tb, RefineConfig};
-use negvol_train::run::{default_device, LoadedModel};
-use negvol_train::tch;
+use negvol_train::run::{parse_device, LoadedModel};
 use negvol_volume::Volume;
 
 #[derive(Parser, Debug)]
@@ -180,12 +179,7 @@ fn score(name: &str, truth: &Path, pred: &Volume<bool>) -> Result<(), Box<dyn st
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    let device = match a.device.as_str() {
-        "auto" => default_device(),
-        "cpu" => tch::Device::Cpu,
-        "cuda" => tch::Device::Cuda(0),
-        other => return Err(format!("--device {other}: expected auto, cpu or cuda").into()),
-    };
+    let device = parse_device(&a.device)?;
     let image = negvol_volume::read_nifti::<f32>(&a.image)?;
     let t0 = std::time::Instant::now();
     let vois = match &a.locator {
@@ -193,19 +187,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let mc_model = LoadedModel::load(&a.mc_model, device)?;
-    let (mc, _) = segment_in(&mc_model, &image, "mc", a.tta, vois.as_deref())?;
+    let (mut mc, mc_prob) = segment_in(&mc_model, &image, "mc", a.tta, vois.as_deref())?;
     let tb_model = if a.tb_model == a.mc_model {
         None
     } else {
         Some(LoadedModel::load(&a.tb_model, device)?)
     };
-    let (tb_raw, tb_prob) = segment_in(
+    let (mut tb_raw, tb_prob) = segment_in(
         tb_model.as_ref().unwrap_or(&mc_model),
         &image,
         "tb",
         a.tta,
         vois.as_deref(),
     )?;
+    // Two separate networks may both claim a voxel: the more confident one keeps it.
+    let shared = resolve_overlap_by_score(&mut mc, &mc_prob, &mut tb_raw, &tb_prob)?;
+    if shared.overlapping > 0 {
+        println!(
+            "MC and TB overlapped in {} voxels: {} kept as MC, {} as TB (higher probability)",
+            shared.overlapping, shared.to_mc, shared.to_tb
+        );
+    }
     let t_seg = t0.elapsed().as_secs_f64();
     let tb = if a.refine {
         let cfg = match &a.refine_config {

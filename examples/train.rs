@@ -93,7 +93,7 @@ struct Args {
     /// Gradient-norm clip.
     #[arg(long)]
     grad_clip: Option<f64>,
-    /// Precision on CUDA: f32, bf16, f16.
+    /// Precision on CUDA: f32, bf16, f16 (training, validation and the checkpoint's inference).
     #[arg(long)]
     precision: Option<String>,
     /// Wall-clock budget in minutes: stop after the last epoch that fits (validated and
@@ -354,6 +354,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(p) = &a.precision {
         t.precision = serde_json::from_value(serde_json::Value::String(p.clone()))
             .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?;
+        // Validation and later inference from the checkpoint use the same precision.
+        t.validation.inference.precision = t.precision;
     }
     if a.patience.is_some() {
         t.validation.patience = a.patience;
