@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{s, Array3};
-use negvol::{derive_nv, Method, NvConfig};
+use negvol::{derive_nv, Method, NvConfig, SideSplit};
 use negvol_phantom::{generate, PhantomConfig};
 use negvol_volume::{Geometry, Volume};
 
@@ -51,6 +51,14 @@ fn bench(c: &mut Criterion) {
             b.iter(|| derive_nv(&mc, &tb, &cfg).expect("nv"))
         });
     }
+    // The split found from the condyles (labelling MC's box, a second scan of the masks' box).
+    let cfg = NvConfig {
+        side_split: SideSplit::CondyleMidplane,
+        ..Default::default()
+    };
+    group.bench_function("Rays condyle_midplane", |b| {
+        b.iter(|| derive_nv(&mc, &tb, &cfg).expect("nv"))
+    });
     group.finish();
 }
 

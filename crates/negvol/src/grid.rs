@@ -646,6 +646,48 @@ mod tests {
         assert!(components26(m.view(), &Bbox::empty()).is_empty());
     }
 
+    /// The labelling's worst case on a CT-sized grid: MC's bounding box is the whole 686^3
+    /// volume (two condyle-sized balls and a stray voxel in two opposite corners). Run:
+    /// `cargo test --release -p negvol --lib components26_on_686 -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing on a 686^3 grid (323 MB): run with --release --ignored --nocapture"]
+    fn components26_on_686_cube() {
+        let n = 686;
+        let mut m = Array3::from_elem([n; 3], false);
+        // Touch every page, as a mask read from a file is (untouched zeroed pages would all
+        // map to one shared page and read unrealistically fast).
+        m.fill(false);
+        let r = 20.0; // 8 mm at 0.4 mm
+        for cx in [200.0, 486.0] {
+            let c = [cx, 343.0, 343.0];
+            let lo = (cx - r) as usize;
+            let mut sub = m.slice_mut(ndarray::s![lo..lo + 41, 323..364, 323..364]);
+            sub.indexed_iter_mut().for_each(|((i, j, k), v)| {
+                let p = [(lo + i) as f64, (323 + j) as f64, (323 + k) as f64];
+                let d2: f64 = (0..3).map(|a| (p[a] - c[a]).powi(2)).sum();
+                *v |= d2 <= r * r;
+            });
+        }
+        m[[0, 0, 0]] = true;
+        m[[n - 1, n - 1, n - 1]] = true;
+        let b = Bbox {
+            lo: [0; 3],
+            hi: [n; 3],
+        };
+        let t = std::time::Instant::now();
+        let c = components26(m.view(), &b);
+        let dt = t.elapsed().as_secs_f64();
+        eprintln!(
+            "components26 over 686^3: {:.3} s, {} components, largest {} voxels",
+            dt,
+            c.len(),
+            c[0].voxels
+        );
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[0].voxels, c[1].voxels);
+        assert_eq!((c[2].voxels, c[3].voxels), (1, 1));
+    }
+
     #[test]
     fn trilinear_half_way() {
         let mut m = Array3::from_elem([2, 2, 2], false);
