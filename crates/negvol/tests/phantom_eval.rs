@@ -2,9 +2,11 @@
 //! error per method. The quick test runs one case; the `#[ignore]`d one runs the 20-case
 //! evaluation (`cargo test -p negvol --release --test phantom_eval -- --ignored --nocapture`).
 
-use negvol::{derive_nv, IssueCode, Method, NvConfig};
+use approx::assert_relative_eq;
+use negvol::{derive_nv, IssueCode, Method, NvConfig, Side, SideSplit};
 use negvol_metrics::pair::{evaluate_pair, EvalOptions};
 use negvol_phantom::{generate, PhantomConfig};
+use negvol_volume::{Geometry, Volume};
 
 #[derive(Debug)]
 struct Row {
@@ -38,6 +40,14 @@ fn eval(pc: &PhantomConfig, seed: u64, method: Method) -> Row {
     .unwrap();
     let truth: f64 = case.truth.sides.iter().map(|s| s.nv_volume_mm3).sum();
     let sides = &res.report.sides;
+    // The phantoms put the mid-sagittal plane at world x = 0: the default split is right.
+    assert!(
+        !sides
+            .iter()
+            .flat_map(|s| &s.issues)
+            .any(|i| i.code == IssueCode::BothCondylesOneSide),
+        "seed {seed}: {sides:?}"
+    );
     Row {
         dice: m.overlap.dice.get().unwrap(),
         hd95: m.voxel_surface.hd_percentile.get().unwrap(),
@@ -67,6 +77,60 @@ fn one_phantom_case_is_accurate() {
         // edge or a corner.
         assert!(r.removed < 0.002 && !r.removed_issue, "{method:?}: {r:?}");
     }
+}
+
+/// A two-joint phantom whose affine is moved 150 mm along world x (the world origin no longer
+/// between the joints, as with many scanners): the default plane x = 0 puts both condyles on
+/// the right and says so; `condyle_midplane` measures each joint exactly as the default split
+/// does on the original affine.
+#[test]
+fn condyle_midplane_on_a_two_joint_phantom_with_its_origin_moved() {
+    let pc = PhantomConfig {
+        both_sides: true,
+        ..Default::default()
+    };
+    let case = generate(&pc, 7).unwrap();
+    let want = derive_nv(&case.mc, &case.tb, &NvConfig::default()).unwrap();
+    let g = case.mc.geometry();
+    let mut aff = g.affine();
+    aff[0][3] += 150.0;
+    let moved = Geometry::new(g.shape(), aff).unwrap();
+    let mc = Volume::new(case.mc.data().clone(), moved.clone()).unwrap();
+    let tb = Volume::new(case.tb.data().clone(), moved).unwrap();
+    let bad = derive_nv(&mc, &tb, &NvConfig::default()).unwrap();
+    let r = bad.report.side(Side::Right).unwrap();
+    assert!(
+        r.issues
+            .iter()
+            .any(|i| i.code == IssueCode::BothCondylesOneSide),
+        "{:?}",
+        r.issues
+    );
+    assert_eq!(bad.report.side(Side::Left).unwrap().mc_voxels, 0);
+    let cfg = NvConfig {
+        side_split: SideSplit::CondyleMidplane,
+        ..Default::default()
+    };
+    let got = derive_nv(&mc, &tb, &cfg).unwrap();
+    let sp = got.report.split_plane.as_ref().unwrap();
+    eprintln!("split plane found: {sp:?}");
+    assert!(
+        (sp.point[0] - 150.0).abs() < 5.0 && sp.normal[0] > 0.99,
+        "{sp:?}"
+    );
+    for side in [Side::Left, Side::Right] {
+        let (w, m) = (
+            want.report.side(side).unwrap(),
+            got.report.side(side).unwrap(),
+        );
+        assert!(
+            w.has_nv && m.has_nv && m.issues.is_empty(),
+            "{side:?}: {m:?}"
+        );
+        assert_eq!(m.mc_voxels, w.mc_voxels);
+        assert_relative_eq!(m.nv_volume_mm3, w.nv_volume_mm3, max_relative = 1e-9);
+    }
+    assert_eq!(got.nv.data(), want.nv.data());
 }
 
 /// 20 cases: seeds, width ranges, spacings, orientations and both-sided volumes.
