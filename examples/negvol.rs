@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! negvol --mc MC.nii.gz --tb TB.nii.gz [--image CT.nii.gz] --out DIR [--method rays|between]
+//!        [--side-split world|centre|condyles|none]
 //! negvol --out DIR            # built-in phantom (both joints), also scored against its truth
 //! ```
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use negvol::{derive_nv, write_outputs, Method, NvConfig, OutputOptions};
+use negvol::{derive_nv, write_outputs, Method, NvConfig, OutputOptions, SideSplit};
 use negvol_metrics::pair::{evaluate_pair, EvalOptions};
 use negvol_phantom::{generate, PhantomConfig};
 use negvol_volume::{read_mask, read_nifti, write_mask, write_nifti, Volume};
@@ -20,6 +21,20 @@ use negvol_volume::{read_mask, read_nifti, write_mask, write_nifti, Volume};
 enum MethodArg {
     Rays,
     Between,
+}
+
+/// How to split left from right (`negvol::SideSplit`).
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    /// The plane world x = 0 (another plane: `side_split.world_plane` in --config).
+    World,
+    /// The plane x = const through the centre of the volume.
+    Centre,
+    /// Half-way between the two condyles (MC's two largest components), whatever the affine's
+    /// origin.
+    Condyles,
+    /// No split: one joint (side `whole`).
+    None,
 }
 
 /// Negative-volume segmentation of the TMJ from MC and TB masks.
@@ -41,6 +56,10 @@ struct Args {
     /// Derivation method (overrides the config file's).
     #[arg(long, value_enum)]
     method: Option<MethodArg>,
+    /// Left/right split (overrides the config file's). Use `condyles` when the affine does not
+    /// put the mid-sagittal plane at world x = 0.
+    #[arg(long, value_enum)]
+    side_split: Option<SplitArg>,
     /// NvConfig as JSON (missing fields take their defaults).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -74,6 +93,14 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         cfg.method = match m {
             MethodArg::Rays => Method::Rays,
             MethodArg::Between => Method::Between,
+        };
+    }
+    if let Some(s) = args.side_split {
+        cfg.side_split = match s {
+            SplitArg::World => SideSplit::default(),
+            SplitArg::Centre => SideSplit::VolumeCentre,
+            SplitArg::Condyles => SideSplit::CondyleMidplane,
+            SplitArg::None => SideSplit::None,
         };
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
@@ -125,6 +152,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         cfg.method,
         elapsed.as_secs_f64()
     );
+    if let Some(p) = &r.split_plane {
+        println!(
+            "  split plane through ({:.1}, {:.1}, {:.1}) mm, normal to the right ({:.3}, {:.3}, {:.3})",
+            p.point[0], p.point[1], p.point[2], p.normal[0], p.normal[1], p.normal[2]
+        );
+    }
     for s in &r.sides {
         match &s.width {
             Some(w) if s.has_nv => println!(
