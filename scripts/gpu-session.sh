@@ -5,14 +5,20 @@
 #
 #   scripts/gpu-session.sh [STAGE ...]     stages: check throughput infer table1 (default: all)
 #
+# With 15 device minutes per session (start-up included), run it as two calls of at most 600 s:
+#   SESSION_SECONDS=330 scripts/gpu-session.sh check throughput infer
+#   SESSION_SECONDS=540 scripts/gpu-session.sh table1
+#
 # Results go to $OUT (the device tool's folder, else ./gpu-out): one log and one Markdown/JSON
 # file per stage, written as each stage finishes, so a run cut short still returns what it did.
 # The run is deadline-aware: SESSION_SECONDS (default 560) is the wall-clock budget; the table1
 # stage shares what is left between its six trainings (at most TRAIN_MINUTES each).
 #
-# Knobs (environment): SESSION_SECONDS, TRAIN_MINUTES (default 1.0), TRAIN_CASES (40),
-# TEST_CASES (10), ARCHS ("unet3d unet3d-att vnet"), TARGETS ("mc tb"), BATCHES ("1,2"),
-# PRECISIONS ("f32,bf16"), STEPS (15), INFER_SHAPE (686,686,686), INFER_BATCH (4),
+# Knobs (environment): SESSION_SECONDS, TRAIN_MINUTES (default 2.0, a cap per model),
+# TRAIN_CASES (40), TEST_CASES (10), ARCHS ("unet3d unet3d-att vnet"), TARGETS ("mc+tb": one
+# model per architecture segments both, which fits the budget; "mc tb" trains the paper's
+# separate MC and TB models), BIG_BATCH (2: the larger training batch, timed in bf16),
+# PRECISIONS ("f32,bf16": batch 1), STEPS (10), INFER_SHAPE (686,686,686), INFER_BATCH (4),
 # PATCH (112,144,64), FOV (48,60,28: the paper's 120x150x70 VOI at SPACING 0.4 mm), DEVICE (cuda),
 # TRAIN_PRECISION (bf16), TRAIN_WORKERS (12 batch-making threads: one thread makes a paper-
 # augmented 112x144x64 patch in about 0.1 s, see crates/negvol-train/benches/sampler.rs),
@@ -25,14 +31,14 @@ OUT=${OUT:-$PWD/gpu-out}
 BIN=${BIN:-.gpu}
 DEVICE=${DEVICE:-cuda}
 SESSION_SECONDS=${SESSION_SECONDS:-560}
-TRAIN_MINUTES=${TRAIN_MINUTES:-1.0}
+TRAIN_MINUTES=${TRAIN_MINUTES:-2.0}
 TRAIN_CASES=${TRAIN_CASES:-40}
 TEST_CASES=${TEST_CASES:-10}
 ARCHS=${ARCHS:-unet3d unet3d-att vnet}
-TARGETS=${TARGETS:-mc tb}
-BATCHES=${BATCHES:-1,2}
+TARGETS=${TARGETS:-mc+tb}
+BIG_BATCH=${BIG_BATCH:-2}
 PRECISIONS=${PRECISIONS:-f32,bf16}
-STEPS=${STEPS:-15}
+STEPS=${STEPS:-10}
 INFER_SHAPE=${INFER_SHAPE:-686,686,686}
 INFER_BATCH=${INFER_BATCH:-4}
 PATCH=${PATCH:-112,144,64}
@@ -74,10 +80,15 @@ stage_check() {
 }
 
 stage_throughput() {
-    python3 benches/peers/train_throughput.py --bin "$BIN/train-bench" --device "$DEVICE" \
-        --archs "${ARCHS// /,}" --batches "$BATCHES" --precisions "$PRECISIONS" --patch "$PATCH" \
-        --steps "$STEPS" --warmup 3 --max-seconds 8 --out "$OUT/train_throughput.jsonl" \
+    # Batch 1 in every precision, then the larger batch in bf16 (what one would train with).
+    local common=(--bin "$BIN/train-bench" --device "$DEVICE" --archs "${ARCHS// /,}"
+        --patch "$PATCH" --steps "$STEPS" --warmup 2 --max-seconds 5)
+    python3 benches/peers/train_throughput.py "${common[@]}" --batches 1 \
+        --precisions "$PRECISIONS" --out "$OUT/train_throughput_b1.jsonl" \
         >"$OUT/train_throughput.md" 2>"$OUT/train_throughput.log"
+    python3 benches/peers/train_throughput.py "${common[@]}" --batches "$BIG_BATCH" \
+        --precisions bf16 --out "$OUT/train_throughput_b$BIG_BATCH.jsonl" \
+        >>"$OUT/train_throughput.md" 2>>"$OUT/train_throughput.log"
     cat "$OUT/train_throughput.md" >&2
 }
 
@@ -107,14 +118,16 @@ stage_table1() {
     [ -n "$F_MAPS" ] && extra+=(--f-maps "$F_MAPS")
     for arch in $ARCHS; do
         for t in $TARGETS; do
-            # Share what is left (keeping ~25 s per model for start-up and evaluation).
+            # Share what is left (keeping ~45 s per model for start-up, evaluation and the NV pipeline).
             local budget
-            budget=$(python3 -c "print(max(0.1, min($TRAIN_MINUTES, ($(left) - 25 * $n_models) / 60 / $n_models)))")
+            budget=$(python3 -c "print(max(0.1, min($TRAIN_MINUTES, ($(left) - 45 * $n_models) / 60 / $n_models)))")
             n_models=$((n_models - 1))
             local run="$WORK/runs/$arch-$t"
+            local targets=()
+            for x in ${t//+/ }; do targets+=(--target "$x"); done
             rm -rf "$run"
             log "train $arch $t for at most $budget min"
-            "$BIN/train" --input-data "$WORK/train" --target "$t" --model "$arch" --loss dice-ce \
+            "$BIN/train" --input-data "$WORK/train" "${targets[@]}" --model "$arch" --loss dice-ce \
                 --alpha 1 --beta 1 --epochs 100 --max-minutes "$budget" --val-fraction 0 \
                 --val-every 0 --precision "$TRAIN_PRECISION" --patch "$PATCH" --device "$DEVICE" \
                 --workers "$TRAIN_WORKERS" --quiet --out "$run" "${extra[@]}" >"$T/train-$arch-$t.log" 2>&1 \
@@ -127,14 +140,19 @@ stage_table1() {
         done
         # The NV pipeline (CT -> MC, TB -> NV) with this architecture's two models, scored
         # against the analytic NV masks of the unseen cases.
-        if [ -f "$WORK/runs/$arch-mc/last.json" ] && [ -f "$WORK/runs/$arch-tb/last.json" ]; then
+        local mc_model="$WORK/runs/$arch-mc/last.json" tb_model="$WORK/runs/$arch-tb/last.json"
+        if [ -f "$WORK/runs/$arch-mc+tb/last.json" ]; then
+            mc_model="$WORK/runs/$arch-mc+tb/last.json"
+            tb_model="$mc_model"
+        fi
+        if [ -f "$mc_model" ] && [ -f "$tb_model" ]; then
             local P="$WORK/pipe/$arch"
             rm -rf "$P" && mkdir -p "$P/pred" "$P/ref"
             for c in "$WORK"/test/case_*; do
                 local id
                 id=$(basename "$c")
-                "$BIN/pipeline" --image "$c/image.nii.gz" --mc-model "$WORK/runs/$arch-mc/last.json" \
-                    --tb-model "$WORK/runs/$arch-tb/last.json" --out "$P/$id" --truth "$c" \
+                "$BIN/pipeline" --image "$c/image.nii.gz" --mc-model "$mc_model" \
+                    --tb-model "$tb_model" --out "$P/$id" --truth "$c" \
                     --no-pictures --device "$DEVICE" >>"$T/pipeline-$arch.log" 2>&1 || continue
                 cp "$P/$id/nv.nii.gz" "$P/pred/$id.nii.gz"
                 cp "$c/nv.nii.gz" "$P/ref/$id.nii.gz"
@@ -150,16 +168,21 @@ d, archs, targets = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 rows = ["DICE %", "CE", "HD (paper, voxels)", "HD95 mm", "ASSD mm"]
 print("| Obj | Score | " + " | ".join(archs) + " |")
 print("|---|---|" + "---|" * len(archs))
-for t in targets:
+structures = [s for t in targets for s in t.split("+")]
+for t in structures:
     for r in rows:
         cells = []
         for a in archs:
-            p = os.path.join(d, f"eval-{a}-{t}.json")
-            try:
-                m = json.load(open(p))[t]["metrics"][r]
-                cells.append(f"{m['mean']:.3f}+-{m['std']:.3f}")
-            except (OSError, KeyError, ValueError, TypeError):
-                cells.append("-")
+            cell = "-"
+            for run in targets:
+                if t not in run.split("+"):
+                    continue
+                try:
+                    m = json.load(open(os.path.join(d, f"eval-{a}-{run}.json")))[t]["metrics"][r]
+                    cell = f"{m['mean']:.3f}+-{m['std']:.3f}"
+                except (OSError, KeyError, ValueError, TypeError):
+                    pass
+            cells.append(cell)
         print(f"| {t.upper()} | {r} | " + " | ".join(cells) + " |")
 # NV: derived by the pipeline from each architecture's MC and TB models, vs the analytic NV.
 nv_rows = [("DICE %", "dice", 100.0), ("HD (paper, voxels)", "seed_paper_hd_voxels", 1.0),
