@@ -360,12 +360,29 @@ def plain_sliding_window(predictor, vol, patch, batch, overlap, sigma_scale=0.12
 # Driver
 # --------------------------------------------------------------------------------------------
 
+def _smi(query):
+    out = subprocess.run(["nvidia-smi", query, "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, timeout=5).stdout
+    return [[p.strip() for p in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
 class GpuMemorySampler:
-    """Largest GPU memory (MiB) that process `pid` held, sampled with nvidia-smi."""
+    """Largest GPU memory (MiB) that process `pid` held, sampled with nvidia-smi every 50 ms.
+
+    Per process when nvidia-smi lists the pid (`--query-compute-apps`); inside a container whose
+    pid namespace differs it never does, and the device-wide `memory.used` above the level
+    before the process started is used instead (the runs are sequential, so it is the same
+    quantity plus any other tenant's growth)."""
 
     def __init__(self, pid, period=0.05):
-        self.pid, self.period, self.peak, self._stop = pid, period, None, False
+        self.pid, self.period, self._stop = pid, period, False
+        self.peak_pid, self.peak_device, self.baseline = None, None, None
         self.available = subprocess.run(["which", "nvidia-smi"], capture_output=True).returncode == 0
+        if self.available:
+            try:
+                self.baseline = sum(int(r[0]) for r in _smi("--query-gpu=memory.used"))
+            except (subprocess.SubprocessError, OSError, ValueError):
+                self.available = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         if self.available:
             self.thread.start()
@@ -373,22 +390,24 @@ class GpuMemorySampler:
     def _run(self):
         while not self._stop:
             try:
-                out = subprocess.run(
-                    ["nvidia-smi", "--query-compute-apps=pid,used_memory",
-                     "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5).stdout
-                for line in out.splitlines():
-                    parts = [p.strip() for p in line.split(",")]
-                    if len(parts) == 2 and parts[0] == str(self.pid) and parts[1].isdigit():
-                        self.peak = max(self.peak or 0, int(parts[1]))
-            except (subprocess.SubprocessError, OSError):
+                for r in _smi("--query-compute-apps=pid,used_memory"):
+                    if len(r) == 2 and r[0] == str(self.pid) and r[1].isdigit():
+                        self.peak_pid = max(self.peak_pid or 0, int(r[1]))
+                used = sum(int(r[0]) for r in _smi("--query-gpu=memory.used"))
+                self.peak_device = max(self.peak_device or 0, used - self.baseline)
+            except (subprocess.SubprocessError, OSError, ValueError):
                 pass
             time.sleep(self.period)
 
     def stop(self):
+        """(peak MiB, how it was measured) or (None, None) without nvidia-smi."""
         self._stop = True
-        if self.available:
-            self.thread.join()
-        return self.peak
+        if not self.available:
+            return None, None
+        self.thread.join()
+        if self.peak_pid is not None:
+            return self.peak_pid, "per-process"
+        return self.peak_device, "device-wide above baseline"
 
 
 def run_one(cmd, env, timeout):
@@ -402,12 +421,13 @@ def run_one(cmd, env, timeout):
         out, err = p.communicate()
         sampler.stop()
         return {"error": f"timeout after {timeout} s", "cmd": cmd, "stderr": err[-2000:]}
-    peak = sampler.stop()
+    peak, how = sampler.stop()
     lines = [l for l in out.splitlines() if l.startswith("{")]
     if p.returncode != 0 or not lines:
         return {"error": f"exit {p.returncode}", "cmd": cmd, "stderr": err[-2000:]}
     rec = json.loads(lines[-1])
     rec["gpu_peak_mib"] = peak
+    rec["gpu_memory_measure"] = how
     rec["wall_s"] = time.time() - t0
     return rec
 
