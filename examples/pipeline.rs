@@ -18,6 +18,7 @@ use clap::Parser;
 use negvol::{derive_nv, resolve_overlap_by_score, write_outputs, NvConfig, OutputOptions};
 use negvol_metrics::{evaluate_pair, EvalOptions};
 use negvol_train::locate::{paste_merge, Locator};
+use negvol_train::postprocess::{keep_largest_components, ComponentFilter};
 use negvol_train::preprocess::crop;
 use negvol_train::refine::{refine_tb, RefineConfig};
 use negvol_train::run::{parse_device, LoadedModel};
@@ -63,6 +64,14 @@ struct Args {
     /// Margin (mm) added around each located VOI before segmenting it.
     #[arg(long, default_value_t = 5.0)]
     voi_margin_mm: f64,
+    /// Keep at most this many 26-connected components of MC and of TB (0: keep all), each at
+    /// least --keep-fraction of the largest: removes stray false positives away from the
+    /// joints (a scan holds one or two joints).
+    #[arg(long, default_value_t = 2)]
+    keep_largest: usize,
+    /// See --keep-largest.
+    #[arg(long, default_value_t = 0.1)]
+    keep_fraction: f64,
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -200,6 +209,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.tta,
         vois.as_deref(),
     )?;
+    if a.keep_largest > 0 {
+        let filter = ComponentFilter {
+            max_components: a.keep_largest,
+            min_fraction: a.keep_fraction,
+        };
+        for (name, m) in [("MC", &mut mc), ("TB", &mut tb_raw)] {
+            let out = keep_largest_components(m, &filter)?;
+            if out.removed_voxels > 0 {
+                println!(
+                    "{name}: kept {} of {} components, removed {} voxels",
+                    out.kept, out.components, out.removed_voxels
+                );
+            }
+        }
+    }
     // Two separate networks may both claim a voxel: the more confident one keeps it.
     let shared = resolve_overlap_by_score(&mut mc, &mc_prob, &mut tb_raw, &tb_prob)?;
     if shared.overlapping > 0 {

@@ -19,6 +19,7 @@
 //! - [`run`]: the whole run as one JSON ([`run::RunConfig`]) with the negvol networks and losses
 //!   (deep supervision with nnU-Net's weights for networks that have it),
 //!   cross-validation, and [`run::LoadedModel`] for inference from a checkpoint;
+//! - [`postprocess`]: keep the largest connected components of a predicted mask;
 //! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing);
 //! - [`locate`]: the joint locator (coarse heatmap network x mean-mask atlas prior -> one
 //!   volume of interest per joint), so the full-resolution networks run only there.
@@ -50,6 +51,7 @@ pub mod interp;
 pub mod locate;
 pub mod optim;
 pub mod plot;
+pub mod postprocess;
 pub mod preprocess;
 pub mod refine;
 pub mod run;
