@@ -24,7 +24,7 @@ use ndarray::Array3;
 use negvol_train::infer::{sliding_window, InferenceConfig};
 use negvol_train::run::{build_trainer, parse_device, RunConfig};
 use negvol_train::tch::{self, Device, Kind, Tensor};
-use negvol_train::Precision;
+use negvol_train::{Precision, StepTimes};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
@@ -62,6 +62,10 @@ struct Args {
     /// Untimed warm-up steps (cuDNN algorithm choice, allocator growth).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// After the timed steps, this many profiled steps (device synchronised after each phase):
+    /// mean seconds per phase go to the JSON line as `phases`.
+    #[arg(long, default_value_t = 3)]
+    profile_steps: usize,
     /// Stop timing early after this many seconds (the steps done so far count).
     #[arg(long, default_value_t = 60.0)]
     max_seconds: f64,
@@ -193,6 +197,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             sync(device);
             let secs = t0.elapsed().as_secs_f64();
+            let mut phases = StepTimes::default();
+            for _ in 0..a.profile_steps {
+                let (_, t) = trainer.train_batch_profiled(&x, &y)?;
+                phases.forward += t.forward;
+                phases.loss += t.loss;
+                phases.backward += t.backward;
+                phases.grad_norm += t.grad_norm;
+                phases.optimizer += t.optimizer;
+            }
+            let n = a.profile_steps.max(1) as f64;
+            let phases = serde_json::json!({
+                "forward": phases.forward / n, "loss": phases.loss / n,
+                "backward": phases.backward / n, "grad_norm": phases.grad_norm / n,
+                "optimizer": phases.optimizer / n,
+            });
             eprintln!(
                 "negvol {} batch {} {:?} {}: {steps} steps in {secs:.2} s = {:.3} steps/s \
                  ({:.2} samples/s), last loss {last_loss:.4}",
@@ -211,6 +230,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "samples_per_s": (steps * a.batch) as f64 / secs, "last_loss": last_loss,
                 "device": format!("{device:?}"), "cudnn_benchmark": a.cudnn_benchmark,
                 "peak_rss_mib": peak_rss_mib(),
+                "phases": if a.profile_steps > 0 { phases } else { serde_json::Value::Null },
             })
         }
         Mode::Infer => {

@@ -264,15 +264,29 @@ def worker(a):
         x, y = synthetic(patch, a.classes, a.batch, dev)
         model.train()
 
-        def step():
+        def step(times=None):
+            t = [time.perf_counter()]
+
+            def mark(phase):
+                if times is not None:
+                    sync()
+                    now = time.perf_counter()
+                    times[phase] = times.get(phase, 0.0) + now - t[0]
+                    t[0] = now
+
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=dtype, enabled=amp):
                 logits = model(x)
+            mark("forward")
             loss = dice_ce(logits, y, a.classes)
+            value = loss.item()
+            mark("loss")
             scaler.scale(loss).backward()
+            mark("backward")
             scaler.step(opt)
             scaler.update()
-            return loss.item()
+            mark("optimizer")
+            return value
 
         for _ in range(a.warmup):
             step()
@@ -286,8 +300,13 @@ def worker(a):
                 break
         sync()
         secs = time.perf_counter() - t0
+        phases = {}
+        for _ in range(a.profile_steps):
+            step(phases)
+        phases = {k: v / max(a.profile_steps, 1) for k, v in phases.items()} or None
         rec.update(mode="train", loss="dice-ce", steps=steps, seconds=secs,
-                   steps_per_s=steps / secs, samples_per_s=steps * a.batch / secs, last_loss=last)
+                   steps_per_s=steps / secs, samples_per_s=steps * a.batch / secs, last_loss=last,
+                   phases=phases)
     else:
         shape = [int(v) for v in a.shape.split(",")]
         model.eval()
@@ -447,6 +466,8 @@ def driver(a):
     common = ["--classes", str(a.classes), "--patch", a.patch, "--steps", str(a.steps),
               "--warmup", str(a.warmup), "--max-seconds", str(a.max_seconds), "--device", a.device,
               "--seed", str(a.seed)]
+    if mode == "train":
+        common += ["--profile-steps", str(a.profile_steps)]
     if a.cudnn_benchmark:
         common.append("--cudnn-benchmark")
     if a.threads:
@@ -499,6 +520,19 @@ def driver(a):
             print(f"| {arch} | {batch} | {prec} | {fmt(o.get('steps_per_s'))} | {fmt(t.get('steps_per_s'))} "
                   f"| {fmt(ratio, '{:.2f}')} | {fmt(mem(o), '{:.0f}')} "
                   f"| {fmt(mem(t), '{:.0f}')} | {o.get('params', o.get('error'))} |")
+        if any(o.get("phases") or t.get("phases") for *_, o, t in rows):
+            print("\nwhere a step's time goes (ms per phase, device synchronised after each phase; "
+                  "negvol's 'loss' includes reading the value, 'norm' is its gradient norm)")
+            print("| network | batch | precision | negvol fwd / loss / bwd / norm / opt | "
+                  "PyTorch fwd / loss / bwd / opt |")
+            print("|---|---|---|---|---|")
+            for arch, batch, prec, o, t in rows:
+                def ms(p, keys):
+                    p = p or {}
+                    return " / ".join(fmt(1e3 * p[k], "{:.1f}") if k in p else "-" for k in keys)
+                print(f"| {arch} | {batch} | {prec} "
+                      f"| {ms(o.get('phases'), ['forward', 'loss', 'backward', 'grad_norm', 'optimizer'])} "
+                      f"| {ms(t.get('phases'), ['forward', 'loss', 'backward', 'optimizer'])} |")
     else:
         print(f"| network | windows/pass | precision | negvol s | PyTorch ({a.infer_impl}) s | PyTorch / negvol "
               f"| negvol {kind} MiB | PyTorch {kind} MiB |")
@@ -531,6 +565,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--max-seconds", type=float, default=60.0)
+    p.add_argument("--profile-steps", type=int, default=3,
+                   help="profiled steps after the timed ones (device synchronised per phase)")
     p.add_argument("--infer-shape", "--shape", dest="infer_shape", default=None)
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--infer-impl", default=None, choices=["monai", "plain"],

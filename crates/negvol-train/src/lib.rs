@@ -64,4 +64,4 @@ pub use error::{Result, TrainError};
 pub use infer::{sliding_window, InferenceConfig, Prediction};
 /// The tch version this crate is built on (for callers that build tensors or devices).
 pub use tch;
-pub use trainer::{predict_image, Network, Objective, Observer, StepOutcome, Trainer};
+pub use trainer::{predict_image, Network, Objective, Observer, StepOutcome, StepTimes, Trainer};

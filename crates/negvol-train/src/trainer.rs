@@ -126,6 +126,21 @@ pub struct StepOutcome {
     pub skipped: bool,
 }
 
+/// Wall-clock seconds of the phases of a profiled step ([`Trainer::train_batch_profiled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct StepTimes {
+    /// Forward pass (under autocast when configured).
+    pub forward: f64,
+    /// Loss and reading its value.
+    pub loss: f64,
+    /// Backward pass.
+    pub backward: f64,
+    /// Global gradient norm (read every step for the log, clipping and f16 scaling).
+    pub grad_norm: f64,
+    /// Clipping/unscaling and the optimiser update.
+    pub optimizer: f64,
+}
+
 /// An observer that ignores everything.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Silent;
@@ -403,6 +418,28 @@ impl Trainer {
         (x, y)
     }
 
+    /// [`Trainer::train_batch`] with the time of each phase: the device is synchronised after
+    /// each one, so the phases add up to more than an unprofiled step; use it to see where a
+    /// step's time goes, not to measure throughput.
+    pub fn train_batch_profiled(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(StepOutcome, StepTimes)> {
+        let (epoch, batch) = (self.state.epoch, self.state.global_step as usize);
+        let mut times = StepTimes::default();
+        let (loss, grad_norm, skipped) =
+            self.train_step_timed(x, y, epoch, batch, Some(&mut times))?;
+        Ok((
+            StepOutcome {
+                loss,
+                grad_norm,
+                skipped,
+            },
+            times,
+        ))
+    }
+
     /// One optimiser step on a batch that is already on the trainer's device, with the
     /// configured precision (autocast, f16 loss scaling), gradient clipping and the current
     /// learning rate: the step [`Trainer::fit`] takes, for custom loops and throughput
@@ -429,13 +466,39 @@ impl Trainer {
         epoch: usize,
         batch: usize,
     ) -> Result<(f64, f64, bool)> {
+        self.train_step_timed(x, y, epoch, batch, None)
+    }
+
+    /// The step; with `times`, the device is synchronised after each phase and the phase's
+    /// wall-clock time added to it.
+    fn train_step_timed(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        epoch: usize,
+        batch: usize,
+        mut times: Option<&mut StepTimes>,
+    ) -> Result<(f64, f64, bool)> {
+        let device = self.vs.device();
+        let mut clock = Instant::now();
+        let mut mark = |times: &mut Option<&mut StepTimes>,
+                        phase: fn(&mut StepTimes) -> &mut f64| {
+            if let Some(t) = times.as_deref_mut() {
+                if let Device::Cuda(i) = device {
+                    tch::Cuda::synchronize(i as i64);
+                }
+                *phase(t) += clock.elapsed().as_secs_f64();
+                clock = Instant::now();
+            }
+        };
         self.opt.zero_grad();
-        let amp = self.cfg.precision.autocasts_on(self.vs.device());
+        let amp = self.cfg.precision.autocasts_on(device);
         if amp {
             crate::config::set_autocast_dtype(self.cfg.precision);
         }
         let outputs = tch::autocast(amp, || self.net.forward_deep(x, true))?;
         let outputs: Vec<Tensor> = outputs.iter().map(|o| o.to_kind(Kind::Float)).collect();
+        mark(&mut times, |t| &mut t.forward);
         let loss = self.objective.loss_deep(&outputs, y)?;
         if loss.numel() != 1 {
             return Err(TrainError::Loss(format!(
@@ -444,6 +507,7 @@ impl Trainer {
             )));
         }
         let lv = loss.double_value(&[]);
+        mark(&mut times, |t| &mut t.loss);
         let scaling = self.cfg.precision == Precision::F16 && amp;
         if !lv.is_finite() && !scaling {
             return Err(TrainError::Loss(format!(
@@ -454,7 +518,9 @@ impl Trainer {
         (loss * scale)
             .f_backward()
             .map_err(|e| TrainError::torch("backward pass", e))?;
+        mark(&mut times, |t| &mut t.backward);
         let mut norm = self.opt.grad_norm();
+        mark(&mut times, |t| &mut t.grad_norm);
         if scaling {
             if !norm.is_finite() {
                 self.state.loss_scale = (self.state.loss_scale * 0.5).max(1.0);
@@ -480,6 +546,7 @@ impl Trainer {
             }
         }
         self.opt.step();
+        mark(&mut times, |t| &mut t.optimizer);
         self.state.global_step += 1;
         Ok((lv, norm, false))
     }

@@ -364,3 +364,24 @@ fn train_batch_steps_lower_the_loss_and_reject_a_bad_batch() {
     let wrong = Tensor::zeros([2, 4, 4, 4], (Kind::Int64, Device::Cpu));
     assert!(t.train_batch(&x, &wrong).is_err());
 }
+
+#[test]
+fn profiled_step_is_the_same_step_with_phase_times() {
+    let _g = lock();
+    tch::set_num_threads(1);
+    let y = Tensor::zeros([2, 8, 8, 8], (Kind::Int64, Device::Cpu));
+    let _ = y.narrow(1, 2, 4).narrow(2, 2, 4).narrow(3, 2, 4).fill_(1);
+    let x = (y.to_kind(Kind::Float) * 2.0 - 1.0).unsqueeze(1);
+    let mut a = trainer(config(1));
+    let mut b = trainer(config(1));
+    for _ in 0..3 {
+        let plain = a.train_batch(&x, &y).unwrap();
+        let (profiled, t) = b.train_batch_profiled(&x, &y).unwrap();
+        assert_eq!(plain, profiled);
+        for v in [t.forward, t.loss, t.backward, t.grad_norm, t.optimizer] {
+            assert!(v >= 0.0 && v.is_finite(), "{t:?}");
+        }
+        assert!(t.forward + t.backward > 0.0, "{t:?}");
+    }
+    assert_eq!(weights(&a), weights(&b));
+}
