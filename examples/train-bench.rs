@@ -38,7 +38,8 @@ struct Args {
     /// What to time.
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
-    /// Network: unet3d, unet3d-att, vnet (the paper's settings otherwise).
+    /// Network: unet3d, unet3d-att, vnet (the paper's settings otherwise); `identity` (with
+    /// `--mode infer`): a two-channel identity-like model, to time the sliding window alone.
     #[arg(long, default_value = "unet3d")]
     model: String,
     /// Output classes (2: one target as in the paper; 3: MC and TB together).
@@ -112,11 +113,16 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// The run configuration: the paper's optimiser (the default: Adam, lr 1e-4, weight decay
 /// 0.01), no clipping, the requested network, loss, patch, batch and precision.
-fn run_config(a: &Args, patch: [usize; 3], precision: Precision) -> Result<RunConfig, String> {
+fn run_config(
+    a: &Args,
+    arch: &str,
+    patch: [usize; 3],
+    precision: Precision,
+) -> Result<RunConfig, String> {
     let targets: Vec<String> = (1..a.classes).map(|c| format!("class{c}")).collect();
     let json = serde_json::json!({
         "model": {
-            "net": {"arch": a.model, "classes": a.classes},
+            "net": {"arch": arch, "classes": a.classes},
             "loss": {"loss": a.loss},
         },
         "train": {
@@ -162,7 +168,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if a.batch == 0 || a.classes < 2 {
         return Err("--batch must be > 0 and --classes >= 2".into());
     }
-    let run = run_config(&a, patch, precision)?;
+    // `identity` (inference only): a two-channel "network" (x, -x) that isolates the cost of
+    // the sliding-window machinery (tiling, blending, copies) from the network's.
+    let identity = a.model == "identity";
+    if identity && !matches!(a.mode, Mode::Infer) {
+        return Err("--model identity is for --mode infer".into());
+    }
+    let arch = if identity { "unet3d" } else { a.model.as_str() };
+    let run = run_config(&a, arch, patch, precision)?;
     let mut trainer = build_trainer(&run, device)?;
     let params: i64 = trainer
         .var_store()
@@ -236,7 +249,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Mode::Infer => {
             let shape = triple(&a.shape, "shape")?;
             let net = trainer.network();
-            let model = |x: &Tensor| net.forward(x, false);
+            let model = |x: &Tensor| -> negvol_train::Result<Tensor> {
+                if identity {
+                    Ok(Tensor::cat(&[x, &x.neg()], 1))
+                } else {
+                    net.forward(x, false)
+                }
+            };
             let cfg = InferenceConfig {
                 patch,
                 overlap: a.overlap,
@@ -277,7 +296,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             serde_json::json!({
                 "impl": "negvol", "mode": "infer", "arch": a.model, "classes": a.classes,
                 "shape": shape, "patch": patch, "overlap": a.overlap, "batch": a.batch,
-                "precision": a.precision, "params": params, "windows": windows,
+                "precision": a.precision, "params": if identity { 0 } else { params }, "windows": windows,
                 "seconds": secs, "device": format!("{device:?}"),
                 "cudnn_benchmark": a.cudnn_benchmark, "peak_rss_mib": peak_rss_mib(),
             })

@@ -144,10 +144,13 @@ pub fn sliding_window(
     let fill = image.iter().copied().fold(f32::INFINITY, f32::min);
     let fill = if fill.is_finite() { fill } else { 0.0 };
     let to_i64 = |a: [usize; 3]| [a[0] as i64, a[1] as i64, a[2] as i64];
-    let flat: Vec<f32> = image.iter().copied().collect();
-    let img = Tensor::from_slice(&flat)
-        .view(to_i64(size))
-        .to_device(device);
+    // One copy into libtorch (no intermediate Vec when the array is in standard layout).
+    let img = match image.as_slice() {
+        Some(data) => Tensor::from_slice(data),
+        None => Tensor::from_slice(&image.iter().copied().collect::<Vec<f32>>()),
+    }
+    .view(to_i64(size))
+    .to_device(device);
     let img = if padded != size {
         let t = Tensor::full(to_i64(padded), fill as f64, (Kind::Float, device));
         t.narrow(0, 0, size[0] as i64)
@@ -272,13 +275,18 @@ pub fn sliding_window(
         }
         Ok(())
     })?;
-    let acc = agg.ok_or_else(|| TrainError::Network("sliding window: no window".into()))?;
-    let res = (acc / weight.unsqueeze(0))
+    // Peak memory: release the image before normalising in place, and the weights after.
+    drop(img);
+    let mut acc = agg.ok_or_else(|| TrainError::Network("sliding window: no window".into()))?;
+    let _ = acc.g_div_(&weight.unsqueeze(0));
+    drop(weight);
+    let res = acc
         .narrow(1, 0, size[0] as i64)
         .narrow(2, 0, size[1] as i64)
         .narrow(3, 0, size[2] as i64)
         .contiguous()
         .to_device(Device::Cpu);
+    drop(acc);
     let c = res.size()[0] as usize;
     let n = c * size.iter().product::<usize>();
     let mut v = vec![0f32; n];
