@@ -7,7 +7,8 @@
 //!     --mc-model runs/mc/best.json --tb-model runs/tb/best.json --out out/ct [--truth case_007]
 //! ```
 //! With `--truth DIR` (a phantom case folder holding `mc.nii.gz`, `tb.nii.gz`, `nv.nii.gz`) the
-//! predicted MC, TB (with and without refinement) and NV are scored against it.
+//! predicted MC, TB (with and without refinement) and NV are scored against it, printed and
+//! written to `OUT/scores.json`.
 //! With `--locator runs/locator/locator.json` (made by the `train-locator` example) the joints
 //! are located first and MC/TB are segmented only inside each joint's VOI (plus
 //! `--voi-margin-mm`), then pasted back into full-size masks; outside the VOIs both are empty.
@@ -165,7 +166,12 @@ fn segment_in(
     Ok((mask, prob))
 }
 
-fn score(name: &str, truth: &Path, pred: &Volume<bool>) -> Result<(), Box<dyn std::error::Error>> {
+/// Prints one structure's scores against its truth mask and returns them as JSON.
+fn score(
+    name: &str,
+    truth: &Path,
+    pred: &Volume<bool>,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let t = negvol_volume::read_mask(truth)?;
     let opts = EvalOptions {
         surfels: false,
@@ -183,7 +189,14 @@ fn score(name: &str, truth: &Path, pred: &Volume<bool>) -> Result<(), Box<dyn st
         m.prediction_volume_mm3,
         m.reference_volume_mm3
     );
-    Ok(())
+    Ok(serde_json::json!({
+        "structure": name,
+        "dice": m.overlap.dice.get(),
+        "hd95_mm": m.voxel_surface.hd_percentile.get(),
+        "assd_mm": m.voxel_surface.assd.get(),
+        "volume_mm3": m.prediction_volume_mm3,
+        "truth_volume_mm3": m.reference_volume_mm3,
+    }))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -298,12 +311,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(dir) = &a.truth {
         println!("against the truth in {}:", dir.display());
-        score("MC", &dir.join("mc.nii.gz"), &mc)?;
-        score("TB", &dir.join("tb.nii.gz"), &tb_raw)?;
+        let mut scores = vec![
+            score("MC", &dir.join("mc.nii.gz"), &mc)?,
+            score("TB", &dir.join("tb.nii.gz"), &tb_raw)?,
+        ];
         if a.refine {
-            score("TB refined", &dir.join("tb.nii.gz"), &tb)?;
+            scores.push(score("TB refined", &dir.join("tb.nii.gz"), &tb)?);
         }
-        score("NV", &dir.join("nv.nii.gz"), &result.nv)?;
+        scores.push(score("NV", &dir.join("nv.nii.gz"), &result.nv)?);
+        let doc = serde_json::json!({"truth": dir, "image": a.image, "scores": scores});
+        negvol_volume::atomic::write_bytes_atomic(
+            &a.out.join("scores.json"),
+            serde_json::to_string_pretty(&doc)?.as_bytes(),
+        )?;
     }
     println!("wrote {} files to {}", files.len() + 2, a.out.display());
     Ok(())

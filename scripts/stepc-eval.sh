@@ -19,22 +19,23 @@ trap 'rm -rf "$W"' EXIT
 "$BIN/phantom" --out "$W/data" --cases "$CASES" --seed "$SEED" --spacing "$SPACING" >/dev/null 2>&1
 for r in "" --refine; do
     for c in "$W"/data/case_*; do
+        o="$W/out${r}/$(basename "$c")"
         "$BIN/pipeline" --image "$c/image.nii.gz" --mc-model "$MODEL" --tb-model "$MODEL" \
-            --out "$W/out/$(basename "$c")" --truth "$c" --no-pictures --device cpu $r \
-            | grep -E '^\s+(MC|TB|TB refined|NV) ' | sed "s/^/${r:-plain} /"
+            --out "$o" --truth "$c" --no-pictures --device cpu $r >/dev/null
+        echo "${r:-plain} $o/scores.json"
     done
 done | python3 -c '
-import collections, re, sys
+import collections, json, sys
 acc = collections.defaultdict(list)
 for line in sys.stdin:
-    m = re.match(r"(\S+)\s+(MC|TB refined|TB|NV)\s+Dice ([\d.]+) HD95 ([\d.]+) mm ASSD ([\d.]+) mm volume ([\d.]+) vs ([\d.]+)", line)
-    if m:
-        p, t = float(m.group(6)), float(m.group(7))
-        acc[(m.group(1), m.group(2))].append([float(m.group(3)), float(m.group(4)), float(m.group(5)), 100 * (p - t) / t])
+    run, path = line.split()
+    for s in json.load(open(path))["scores"]:
+        e = 100 * (s["volume_mm3"] - s["truth_volume_mm3"]) / s["truth_volume_mm3"]
+        acc[(run, s["structure"])].append([s["dice"], s["hd95_mm"], s["assd_mm"], e])
 print("| run | structure | cases | Dice | HD95 mm | ASSD mm | volume error % |")
 print("|---|---|---|---|---|---|---|")
-for (run, s), v in sorted(acc.items()):
+for (run, st), v in sorted(acc.items()):
     n = len(v)
     d, h, a, e = (sum(x[i] for x in v) / n for i in range(4))
-    print(f"| {run} | {s} | {n} | {d:.4f} | {h:.3f} | {a:.3f} | {e:+.1f} |")
+    print(f"| {run} | {st} | {n} | {d:.4f} | {h:.3f} | {a:.3f} | {e:+.1f} |")
 '
