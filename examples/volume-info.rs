@@ -8,6 +8,7 @@
 //! cargo run --example volume-info -- annotations/
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -51,7 +52,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         describe(&args.path)
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    // A reader that closes the pipe early (`| head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        r => r?,
+    }
     if out.get("error").is_some() {
         std::process::exit(1);
     }
