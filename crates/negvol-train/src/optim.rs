@@ -322,13 +322,21 @@ impl Optimizer {
                             .entry(format!("v/{name}"))
                             .or_insert_with(|| g.zeros_like())
                             .shallow_clone();
+                        // PyTorch's single-tensor Adam in 7 kernels (9 with L2 decay):
+                        // m <- lerp(m, g, 1 - b1); v <- lerp(v, g^2, 1 - b2);
+                        // p <- p + m / d with d = -(sqrt(v) / sqrt(bc2) + eps) * bc1 / lr,
+                        // i.e. p - lr / bc1 * m / (sqrt(v / bc2) + eps).
                         let _ = m.lerp_(&g, 1.0 - betas[0]);
-                        let _ = v.g_mul_scalar_(betas[1]);
-                        let _ = v.addcmul_(&g, &(&g * (1.0 - betas[1])));
-                        let bc1 = 1.0 - betas[0].powf(t);
-                        let bc2 = 1.0 - betas[1].powf(t);
-                        let denom = v.sqrt() / bc2.sqrt() + eps;
-                        let _ = p.g_sub_(&(&m / denom * (lr / bc1)));
+                        let _ = v.lerp_(&(&g * &g), 1.0 - betas[1]);
+                        if lr != 0.0 {
+                            let bc1 = 1.0 - betas[0].powf(t);
+                            let bc2 = 1.0 - betas[1].powf(t);
+                            let k = -bc1 / lr;
+                            let mut d = v.sqrt();
+                            let _ = d.g_mul_scalar_(k / bc2.sqrt());
+                            let _ = d.g_add_scalar_(k * eps);
+                            let _ = p.addcdiv_(&m, &d);
+                        }
                     }
                     OptimizerConfig::Sgd {
                         momentum,
@@ -450,6 +458,81 @@ mod tests {
         let (w, _, _) = quadratic_steps(&cfg, 1);
         // Bias-corrected first Adam step moves each weight by lr in the gradient's sign.
         assert_abs_diff_eq!(w[0], 0.9, epsilon = 1e-6);
+    }
+
+    /// Adam / AdamW in f64 on f(w) = sum (c_i w_i)^2, as PyTorch documents them.
+    fn adam_reference(
+        decoupled: bool,
+        lr: f64,
+        b: [f64; 2],
+        eps: f64,
+        wd: f64,
+        n: usize,
+    ) -> Vec<[f64; 2]> {
+        let c = [1.0f64, 3.0];
+        let (mut w, mut m, mut v) = ([1.0f64; 2], [0.0f64; 2], [0.0f64; 2]);
+        let mut out = vec![];
+        for t in 1..=n {
+            for i in 0..2 {
+                let mut g = 2.0 * c[i] * c[i] * w[i];
+                if decoupled {
+                    w[i] *= 1.0 - lr * wd;
+                } else {
+                    g += wd * w[i];
+                }
+                m[i] = b[0] * m[i] + (1.0 - b[0]) * g;
+                v[i] = b[1] * v[i] + (1.0 - b[1]) * g * g;
+                let mh = m[i] / (1.0 - b[0].powi(t as i32));
+                let vh = v[i] / (1.0 - b[1].powi(t as i32));
+                w[i] -= lr * mh / (vh.sqrt() + eps);
+            }
+            out.push(w);
+        }
+        out
+    }
+
+    #[test]
+    fn adam_and_adamw_match_the_reference_over_many_steps() {
+        for decoupled in [false, true] {
+            let (lr, b, eps, wd) = (0.02, [0.9, 0.99], 1e-8, 0.1);
+            let cfg = if decoupled {
+                OptimizerConfig::AdamW {
+                    lr,
+                    betas: b,
+                    eps,
+                    weight_decay: wd,
+                }
+            } else {
+                OptimizerConfig::Adam {
+                    lr,
+                    betas: b,
+                    eps,
+                    weight_decay: wd,
+                }
+            };
+            let n = 40;
+            let vs = nn::VarStore::new(Device::Cpu);
+            let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
+            let mut opt = Optimizer::new(&cfg, &vs).unwrap();
+            let want = adam_reference(decoupled, lr, b, eps, wd, n);
+            for (t, r) in want.iter().enumerate() {
+                opt.zero_grad();
+                let loss = (&w * Tensor::from_slice(&[1.0f32, 3.0]))
+                    .square()
+                    .sum(Kind::Float);
+                loss.backward();
+                opt.step();
+                for i in 0..2 {
+                    let got = w.double_value(&[i as i64]);
+                    assert!(
+                        (got - r[i]).abs() <= 1e-5 * r[i].abs().max(1e-3),
+                        "decoupled {decoupled}, step {}, w[{i}] = {got} vs {}",
+                        t + 1,
+                        r[i]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
