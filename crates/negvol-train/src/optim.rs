@@ -244,15 +244,13 @@ impl Optimizer {
                 .iter()
                 .map(|(_, p)| p.grad())
                 .filter(|g| g.defined())
-                .map(|g| g.to_kind(Kind::Float).norm().square())
+                .map(|g| g.to_kind(Kind::Float).norm())
                 .collect();
             if norms.is_empty() {
                 0.0
             } else {
-                Tensor::stack(&norms, 0)
-                    .sum(Kind::Float)
-                    .sqrt()
-                    .double_value(&[])
+                // The 2-norm of the per-tensor 2-norms is the global 2-norm.
+                Tensor::stack(&norms, 0).norm().double_value(&[])
             }
         })
     }
@@ -533,6 +531,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn grad_norm_is_the_global_two_norm_and_clipping_scales_to_it() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let a = vs.root().var("a", &[2], nn::Init::Const(1.0));
+        let b = vs.root().var("b", &[1], nn::Init::Const(1.0));
+        let mut opt = Optimizer::new(&OptimizerConfig::default(), &vs).unwrap();
+        // Linear losses with known gradients: (3, 4) for a, 12 for b; global norm 13.
+        let loss = (&a * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float)
+            + (&b * 12.0).sum(Kind::Float);
+        loss.backward();
+        assert_abs_diff_eq!(opt.grad_norm(), 13.0, epsilon = 1e-5);
+        let before = opt.clip_grad_norm(6.5);
+        assert_abs_diff_eq!(before, 13.0, epsilon = 1e-5);
+        assert_abs_diff_eq!(opt.grad_norm(), 6.5, epsilon = 1e-4);
+        assert_abs_diff_eq!(b.grad().double_value(&[0]), 6.0, epsilon = 1e-4);
     }
 
     #[test]
