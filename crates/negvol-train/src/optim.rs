@@ -520,13 +520,12 @@ mod tests {
                     .sum(Kind::Float);
                 loss.backward();
                 opt.step();
-                for i in 0..2 {
+                for (i, want) in r.iter().enumerate() {
                     let got = w.double_value(&[i as i64]);
                     assert!(
-                        (got - r[i]).abs() <= 1e-5 * r[i].abs().max(1e-3),
-                        "decoupled {decoupled}, step {}, w[{i}] = {got} vs {}",
+                        (got - want).abs() <= 1e-5 * want.abs().max(1e-3),
+                        "decoupled {decoupled}, step {}, w[{i}] = {got} vs {want}",
                         t + 1,
-                        r[i]
                     );
                 }
             }
