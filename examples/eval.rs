@@ -7,13 +7,21 @@
 //! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
 //! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
 //! cases (cases where a metric is undefined, e.g. an empty prediction, are counted apart).
+//!
+//! For a model that segments both `mc` and `tb`, on cases with an `nv` mask, an NV row scores
+//! the negative volume derived from the predicted masks the way `pipeline` derives it (at most
+//! `--keep-largest` components of each bone, default NV settings or `--nv-config`) against the
+//! case's NV: the paper's NV row, produced by negvol's MC+TB -> NV method instead of a network
+//! trained on NV. A case whose NV cannot be derived counts as undefined, with the reason.
 
 use std::path::PathBuf;
 
 use clap::Parser;
+use negvol::{derive_nv, NvConfig};
 use negvol_metrics::{
-    cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Report,
+    cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Note, Report,
 };
+use negvol_train::postprocess::{keep_largest_components, ComponentFilter};
 use negvol_train::run::{parse_device, LoadedModel};
 use negvol_train::DatasetSpec;
 
@@ -44,9 +52,84 @@ struct Args {
     /// Sliding-window overlap (default: the model's).
     #[arg(long)]
     overlap: Option<f64>,
+    /// NV rows: keep at most this many components of predicted MC and TB (0: all).
+    #[arg(long, default_value_t = 2)]
+    keep_largest: usize,
+    /// NV settings (JSON file of negvol::NvConfig) for the NV rows.
+    #[arg(long)]
+    nv_config: Option<PathBuf>,
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+/// Label of the NV rows in the per-case table (not a class of the model).
+const NV_LABEL: u8 = 255;
+
+/// The NV row of one case: NV derived from the predicted MC and TB against the true NV.
+fn nv_row(
+    pred: &negvol_train::Prediction,
+    mc_cls: u8,
+    tb_cls: u8,
+    truth: &negvol_volume::Volume<bool>,
+    cfg: &NvConfig,
+    keep_largest: usize,
+    opts: &EvalOptions,
+) -> Result<Vec<(String, MetricValue)>, Box<dyn std::error::Error>> {
+    let mut mc = pred.mask(mc_cls);
+    let mut tb = pred.mask(tb_cls);
+    if keep_largest > 0 {
+        let filter = ComponentFilter {
+            max_components: keep_largest,
+            min_fraction: 0.1,
+        };
+        keep_largest_components(&mut mc, &filter)?;
+        keep_largest_components(&mut tb, &filter)?;
+    }
+    let names = [
+        "DICE %",
+        "HD (paper, voxels)",
+        "HD mm",
+        "HD95 mm",
+        "ASSD mm",
+        "volume error %",
+    ];
+    let nv = match derive_nv(&mc, &tb, cfg) {
+        Ok(r) => r.nv,
+        Err(e) => {
+            eprintln!("  NV not derived: {e}");
+            return Ok(names
+                .iter()
+                .map(|n| (n.to_string(), MetricValue::undefined(Note::EmptyPrediction)))
+                .collect());
+        }
+    };
+    let m = evaluate_pair(truth.view(), nv.view(), truth.geometry().spacing(), opts)?;
+    let vol_err = if m.reference_volume_mm3 > 0.0 {
+        MetricValue::defined(
+            100.0 * (m.prediction_volume_mm3 - m.reference_volume_mm3) / m.reference_volume_mm3,
+        )
+    } else {
+        MetricValue::undefined(Note::EmptyReference)
+    };
+    let pct = |v: MetricValue| MetricValue {
+        value: v.value.map(|x| 100.0 * x),
+        note: v.note,
+    };
+    Ok(vec![
+        (names[0].into(), pct(m.overlap.dice)),
+        (
+            names[1].into(),
+            m.seed_paper_hd_voxels.unwrap_or(MetricValue {
+                value: None,
+                note: None,
+            }),
+        ),
+        (names[2].into(), m.voxel_surface.hd),
+        (names[3].into(), m.voxel_surface.hd_percentile),
+        (names[4].into(), m.voxel_surface.assd),
+        (names[5].into(), vol_err),
+    ])
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,6 +153,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         solid: false,
         seed_paper: true,
         ..Default::default()
+    };
+    let nv_cfg: NvConfig = match &a.nv_config {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => NvConfig::default(),
+    };
+    // The NV row needs both bones from this model and an NV mask per case.
+    let nv_classes = match (model.train.class_of("mc"), model.train.class_of("tb")) {
+        (Ok(m), Ok(t)) if spec.cases.iter().all(|c| c.labels.contains_key("nv")) => Some((m, t)),
+        _ => None,
     };
     let mut rows: Vec<CaseRow> = Vec::new();
     let t0 = std::time::Instant::now();
@@ -121,6 +213,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 values,
             });
         }
+        if let Some((mc_cls, tb_cls)) = nv_classes {
+            let truth = negvol_volume::read_mask(&c.labels["nv"])?;
+            let values = nv_row(
+                &pred,
+                mc_cls,
+                tb_cls,
+                &truth,
+                &nv_cfg,
+                a.keep_largest,
+                &opts,
+            )?;
+            rows.push(CaseRow {
+                case: format!("{}:nv", c.id),
+                label: Some(NV_LABEL),
+                values,
+            });
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
@@ -131,8 +240,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|");
     let mut summaries = serde_json::Map::new();
-    for (t, name) in targets.iter().enumerate() {
-        let cls = (t + 1) as u8;
+    let mut objects: Vec<(String, u8)> = targets
+        .iter()
+        .enumerate()
+        .map(|(t, n)| (n.clone(), (t + 1) as u8))
+        .collect();
+    if nv_classes.is_some() {
+        objects.push(("nv".into(), NV_LABEL));
+    }
+    for (name, cls) in &objects {
+        let cls = *cls;
         let report = Report::from_cases(
             rows.iter()
                 .filter(|r| r.label == Some(cls))
@@ -155,7 +272,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 String::new()
             };
-            println!("| {} | {metric} | {cell}{undefined} |", name.to_uppercase());
+            let obj = if cls == NV_LABEL {
+                "NV (from MC+TB)".to_string()
+            } else {
+                name.to_uppercase()
+            };
+            println!("| {obj} | {metric} | {cell}{undefined} |");
         }
         summaries.insert(name.clone(), serde_json::to_value(&report)?);
     }
