@@ -37,6 +37,10 @@ struct Args {
     /// Windows per forward pass.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Keep at most this many connected components of each class, each at least 10 % of the
+    /// class's largest (0: keep all).
+    #[arg(long, default_value_t = 0)]
+    keep_largest: usize,
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -60,8 +64,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let image = negvol_volume::read_nifti::<f32>(&a.image)?;
     let t0 = std::time::Instant::now();
-    let pred = model.predict(&image, Some(&inf))?;
+    let mut pred = model.predict(&image, Some(&inf))?;
     let secs = t0.elapsed().as_secs_f64();
+    if a.keep_largest > 0 {
+        let filter = negvol_train::postprocess::ComponentFilter {
+            max_components: a.keep_largest,
+            min_fraction: 0.1,
+        };
+        for (name, r) in model
+            .train
+            .targets
+            .iter()
+            .zip(pred.keep_largest_components(&filter)?)
+        {
+            if r.removed_voxels > 0 {
+                println!(
+                    "  {name}: kept {} of {} components, removed {} voxels",
+                    r.kept, r.components, r.removed_voxels
+                );
+            }
+        }
+    }
     negvol_volume::write_nifti(&a.out, &pred.labels)?;
     let g = image.geometry();
     println!(

@@ -315,6 +315,34 @@ impl Prediction {
     pub fn mask(&self, class: u8) -> Volume<bool> {
         self.labels.map(|l| *l == class)
     }
+
+    /// Keep only the largest connected components of every foreground class of the label map
+    /// ([`crate::postprocess::keep_largest_components`]); removed voxels become background (0).
+    /// The probabilities are left as predicted. Returns what was done per class, class 1 first.
+    pub fn keep_largest_components(
+        &mut self,
+        filter: &crate::postprocess::ComponentFilter,
+    ) -> Result<Vec<crate::postprocess::FilterOutcome>> {
+        let classes = self.probabilities.len().max(1) as u8;
+        let mut out = Vec::with_capacity(classes as usize);
+        for c in 1..classes {
+            let mut m = self.mask(c);
+            let before = m.clone();
+            let r = crate::postprocess::keep_largest_components(&mut m, filter)?;
+            if r.removed_voxels > 0 {
+                ndarray::Zip::from(self.labels.view_mut())
+                    .and(before.view())
+                    .and(m.view())
+                    .for_each(|l, b, k| {
+                        if *b && !*k {
+                            *l = 0;
+                        }
+                    });
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
 }
 
 /// Split a `[C, ni, nj, nk]` probability map into volumes of `geometry` and its argmax.
@@ -402,6 +430,34 @@ mod tests {
                 assert_abs_diff_eq!(a, b, epsilon = 1e-5);
             }
         }
+    }
+
+    #[test]
+    fn prediction_keeps_the_largest_components_per_class() {
+        use crate::postprocess::ComponentFilter;
+        let g = negvol_volume::Geometry::from_spacing([10, 10, 10], [1.0; 3]).unwrap();
+        let mut lab = Array3::<u8>::zeros((10, 10, 10));
+        lab.slice_mut(ndarray::s![0..3, 0..3, 0..3]).fill(1); // 27 voxels of class 1
+        lab[[8, 8, 8]] = 1; // a stray class-1 voxel
+        lab.slice_mut(ndarray::s![5..7, 0..2, 0..2]).fill(2); // 8 voxels of class 2
+        let probs = (0..3)
+            .map(|_| Volume::new(Array3::<f32>::zeros((10, 10, 10)), g.clone()).unwrap())
+            .collect();
+        let mut p = Prediction {
+            probabilities: probs,
+            labels: Volume::new(lab, g).unwrap(),
+        };
+        let f = ComponentFilter {
+            max_components: 1,
+            min_fraction: 0.0,
+        };
+        let out = p.keep_largest_components(&f).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].components, out[0].removed_voxels), (2, 1));
+        assert_eq!(out[1].removed_voxels, 0);
+        assert_eq!(p.labels.data()[[8, 8, 8]], 0);
+        assert_eq!(p.labels.data().iter().filter(|v| **v == 1).count(), 27);
+        assert_eq!(p.labels.data().iter().filter(|v| **v == 2).count(), 8);
     }
 
     #[test]
