@@ -9,15 +9,16 @@
 //! cases (cases where a metric is undefined, e.g. an empty prediction, are counted apart).
 //!
 //! For a model that segments both `mc` and `tb`, on cases with an `nv` mask, an NV row scores
-//! the negative volume derived from the predicted masks the way `pipeline` derives it (at most
-//! `--keep-largest` components of each bone, default NV settings or `--nv-config`) against the
+//! the negative volume derived from the predicted masks the way `pipeline` derives it (MC
+//! components resting on TB dropped, at most `--keep-largest` components of each bone, default
+//! NV settings or `--nv-config`) against the
 //! case's NV: the paper's NV row, produced by negvol's MC+TB -> NV method instead of a network
 //! trained on NV. A case whose NV cannot be derived counts as undefined, with the reason.
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use negvol::{derive_nv, NvConfig};
+use negvol::{derive_nv, drop_condyles_on_tb, CondyleCheck, NvConfig};
 use negvol_metrics::{
     cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Note, Report,
 };
@@ -78,6 +79,11 @@ fn nv_row(
 ) -> Result<Vec<(String, MetricValue)>, Box<dyn std::error::Error>> {
     let mut mc = pred.mask(mc_cls);
     let mut tb = pred.mask(tb_cls);
+    let check = CondyleCheck {
+        superior: cfg.superior.unwrap_or([0.0, 0.0, 1.0]),
+        ..Default::default()
+    };
+    drop_condyles_on_tb(&mut mc, &tb, &check)?;
     if keep_largest > 0 {
         let filter = ComponentFilter {
             max_components: keep_largest,

@@ -16,7 +16,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use negvol::{derive_nv, resolve_overlap_by_score, write_outputs, NvConfig, OutputOptions};
+use negvol::{
+    derive_nv, drop_condyles_on_tb, resolve_overlap_by_score, write_outputs, CondyleCheck,
+    NvConfig, OutputOptions,
+};
 use negvol_metrics::{evaluate_pair, EvalOptions};
 use negvol_train::locate::{paste_merge, Locator};
 use negvol_train::postprocess::{keep_largest_components, ComponentFilter};
@@ -70,6 +73,10 @@ struct Args {
     /// joints (a scan holds one or two joints).
     #[arg(long, default_value_t = 2)]
     keep_largest: usize,
+    /// Keep MC components that rest on temporal bone (TB under most of their footprint), which
+    /// a condyle never does; by default they are dropped before --keep-largest.
+    #[arg(long)]
+    no_condyle_check: bool,
     /// See --keep-largest.
     #[arg(long, default_value_t = 0.1)]
     keep_fraction: f64,
@@ -222,6 +229,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.tta,
         vois.as_deref(),
     )?;
+    let nv_cfg: NvConfig = match &a.nv_config {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => NvConfig::default(),
+    };
+    if !a.no_condyle_check {
+        let check = CondyleCheck {
+            superior: nv_cfg.superior.unwrap_or([0.0, 0.0, 1.0]),
+            ..Default::default()
+        };
+        let out = drop_condyles_on_tb(&mut mc, &tb_raw, &check)?;
+        if !out.removed.is_empty() {
+            let voxels: usize = out.removed.iter().map(|(v, _)| v).sum();
+            let largest = out.removed.iter().map(|(v, _)| *v).max().unwrap_or(0);
+            println!(
+                "MC: dropped {} of {} components resting on TB ({voxels} voxels, largest {largest})",
+                out.removed.len(),
+                out.components
+            );
+        }
+    }
     if a.keep_largest > 0 {
         let filter = ComponentFilter {
             max_components: a.keep_largest,
@@ -268,10 +295,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         r
     } else {
         tb_raw.clone()
-    };
-    let nv_cfg: NvConfig = match &a.nv_config {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
-        None => NvConfig::default(),
     };
     let t1 = std::time::Instant::now();
     let result = derive_nv(&mc, &tb, &nv_cfg)?;

@@ -10,6 +10,7 @@
 //! - [`mesh`]: marching tetrahedra on a mask, binary STL;
 //! - [`render`]: PNG slices with MC/TB/NV overlays;
 //! - [`resolve_overlap_by_score`]: makes MC and TB masks from two separate networks disjoint;
+//! - [`drop_condyles_on_tb`]: removes predicted condyle components that rest on temporal bone;
 //! - [`write_outputs`]: NV mask, width maps, meshes, pictures and the JSON report in a folder.
 //!
 //! Accuracy on the phantoms and speed are in the crate README.
@@ -51,6 +52,7 @@ pub mod mesh;
 mod output;
 mod overlap;
 mod pipeline;
+mod plausible;
 pub mod render;
 mod report;
 
@@ -59,6 +61,7 @@ pub use error::{NvError, Result};
 pub use output::{write_atomic, write_outputs, OutputOptions};
 pub use overlap::{resolve_overlap_by_score, OverlapResolution};
 pub use pipeline::{derive_nv, NvResult, RayRecord, SideOutput};
+pub use plausible::{drop_condyles_on_tb, CondyleCheck, CondyleCheckOutcome};
 pub use report::{
     asymmetry_index, Asymmetry, AsymmetryUndefined, Issue, IssueCode, NvReport, RayCounts, Side,
     SideReport, SplitPlane, WidthStats, REMOVED_VOLUME_ISSUE_FRACTION,
