@@ -106,7 +106,16 @@ fn nv_row(
             eprintln!("  NV not derived: {e}");
             return Ok(names
                 .iter()
-                .map(|n| (n.to_string(), MetricValue::undefined(Note::EmptyPrediction)))
+                // Undefined without a note: the reason (an NvError) is printed above.
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        MetricValue {
+                            value: None,
+                            note: None,
+                        },
+                    )
+                })
                 .collect());
         }
     };
