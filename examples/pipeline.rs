@@ -2,6 +2,12 @@
 //! trained models, optionally refine TB with 3D Canny edges (the paper's step C), derive the
 //! negative volume, and write masks, meshes, pictures and a report.
 //!
+//! Order of the steps: (locate the joints, with `--locator`) -> segment MC and TB -> drop MC
+//! components resting on TB (`negvol::drop_condyles_on_tb`; `--no-condyle-check`) -> keep the
+//! largest components of each (`--keep-largest`, default 2) -> give voxels claimed by both to
+//! the more confident model (`negvol::resolve_overlap_by_score`) -> step C (`--refine`) ->
+//! NV (`--nv-config`) -> outputs (and scores with `--truth`).
+//!
 //! ```text
 //! cargo run --release --example pipeline -- --image ct.nii.gz \
 //!     --mc-model runs/mc/best.json --tb-model runs/tb/best.json --out out/ct [--truth case_007]
