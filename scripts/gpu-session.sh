@@ -211,4 +211,15 @@ for s in $STAGES; do
     "stage_$s"
     log "stage $s done"
 done
-log "finished"
+# One file with everything the README needs: the machine, then each stage's tables.
+{
+    echo "# negvol GPU session, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+        || echo "no nvidia-smi (device $DEVICE)"
+    python3 -c 'import torch; print("torch", torch.__version__)' 2>/dev/null
+    for f in train_throughput.md infer.md table1/table1.md; do
+        [ -f "$OUT/$f" ] && { echo; echo "## $f"; cat "$OUT/$f"; }
+    done
+} >"$OUT/SUMMARY.md" 2>&1
+log "finished; summary in $OUT/SUMMARY.md"
