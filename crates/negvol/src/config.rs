@@ -202,7 +202,11 @@ const MIN_STEP_FRACTION: f64 = 0.01;
 /// Largest closing ball (voxels of the grid).
 const MAX_CLOSING_VOXELS: f64 = 50_000.0;
 
-fn bad(field: &'static str, value: impl std::fmt::Debug, reason: &'static str) -> NvError {
+pub(crate) fn bad(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    reason: &'static str,
+) -> NvError {
     NvError::InvalidConfig {
         field,
         value: format!("{value:?}"),
@@ -210,7 +214,7 @@ fn bad(field: &'static str, value: impl std::fmt::Debug, reason: &'static str) -
     }
 }
 
-fn positive(field: &'static str, v: f64) -> Result<()> {
+pub(crate) fn positive(field: &'static str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
@@ -218,7 +222,7 @@ fn positive(field: &'static str, v: f64) -> Result<()> {
     }
 }
 
-fn unit(field: &'static str, v: [f64; 3]) -> Result<[f64; 3]> {
+pub(crate) fn unit(field: &'static str, v: [f64; 3]) -> Result<[f64; 3]> {
     let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
     if n.is_finite() && n > 1e-12 {
         Ok([v[0] / n, v[1] / n, v[2] / n])

@@ -143,6 +143,21 @@ fn mul(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
         m[2][0] * v[0] + m[2][1] * v[1] + m[2][2] * v[2],
     ]
 }
+/// `Err(NvError::Geometry)` unless `a` and `b` share a grid (affines equal within a thousandth
+/// of the smallest voxel spacing).
+pub(crate) fn check_same_grid<T, U>(
+    a: &negvol_volume::Volume<T>,
+    b: &negvol_volume::Volume<U>,
+    what: &str,
+) -> crate::error::Result<()> {
+    let g = a.geometry();
+    let tol = 1e-3 * g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
+    g.check_same(b.geometry(), tol)
+        .map_err(|source| crate::error::NvError::Geometry {
+            what: what.into(),
+            source,
+        })
+}
 
 pub(crate) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]

@@ -9,6 +9,7 @@
 use negvol_volume::Volume;
 
 use crate::error::{NvError, Result};
+use crate::grid::check_same_grid;
 
 /// What [`resolve_overlap_by_score`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,21 +20,6 @@ pub struct OverlapResolution {
     pub to_mc: usize,
     /// Of those, how many were kept as temporal bone.
     pub to_tb: usize,
-}
-
-fn same_grid<T, U>(a: &Volume<T>, b: &Volume<U>, what: &str) -> Result<()> {
-    let tol = 1e-3
-        * a.geometry()
-            .spacing()
-            .iter()
-            .cloned()
-            .fold(f64::INFINITY, f64::min);
-    a.geometry()
-        .check_same(b.geometry(), tol)
-        .map_err(|source| NvError::Geometry {
-            what: what.into(),
-            source,
-        })
 }
 
 /// Make `mc` and `tb` disjoint: a voxel in both stays in the mask whose score (e.g. the
@@ -50,9 +36,9 @@ pub fn resolve_overlap_by_score(
     tb: &mut Volume<bool>,
     tb_score: &Volume<f32>,
 ) -> Result<OverlapResolution> {
-    same_grid(mc, tb, "MC vs TB")?;
-    same_grid(mc, mc_score, "MC vs its scores")?;
-    same_grid(mc, tb_score, "MC vs the TB scores")?;
+    check_same_grid(mc, tb, "MC vs TB")?;
+    check_same_grid(mc, mc_score, "MC vs its scores")?;
+    check_same_grid(mc, tb_score, "MC vs the TB scores")?;
     // First pass: decide, so that a bad score leaves both masks as they were.
     let mut to_tb = Vec::new();
     let mut res = OverlapResolution::default();

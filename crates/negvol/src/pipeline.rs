@@ -5,7 +5,7 @@ use negvol_metrics::edt::{feature_transform, squared_edt};
 use negvol_volume::{Geometry, Volume};
 use rayon::prelude::*;
 
-use crate::grid::{self, dot, Bbox, Lin};
+use crate::grid::{self, check_same_grid, dot, Bbox, Lin};
 use crate::report::{
     Asymmetry, Issue, IssueCode, NvReport, RayCounts, Side, SideReport, SplitPlane, WidthStats,
     REMOVED_VOLUME_ISSUE_FRACTION,
@@ -523,13 +523,8 @@ fn scan(
 /// under [`OverlapPolicy::Error`].
 pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result<NvResult> {
     cfg.validate()?;
+    check_same_grid(mc, tb, "MC vs TB")?;
     let g = mc.geometry().clone();
-    let tol = 1e-3 * g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
-    g.check_same(tb.geometry(), tol)
-        .map_err(|source| NvError::Geometry {
-            what: "MC vs TB".into(),
-            source,
-        })?;
     let sup = cfg.superior_unit()?;
     // The grid-dependent limits, before any work.
     let min_sp = g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 
 use negvol_volume::Volume;
 
-use crate::error::{NvError, Result};
-use crate::grid::{dot, label, norm, Connectivity, Lin};
+use crate::config::{bad, positive, unit};
+use crate::error::Result;
+use crate::grid::{check_same_grid, dot, label, norm, Connectivity, Lin};
 
 /// Settings of [`drop_condyles_on_tb`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,7 +57,7 @@ pub struct CondyleCheckOutcome {
 /// docs). `mc` and `tb` must share a grid.
 ///
 /// # Errors
-/// [`NvError::Geometry`] when the grids differ; [`NvError::InvalidConfig`] for a zero or
+/// [`crate::NvError::Geometry`] when the grids differ; [`crate::NvError::InvalidConfig`] for a zero or
 /// non-finite superior direction, a reach that is not positive and finite, or a fraction
 /// outside `[0, 1]`.
 pub fn drop_condyles_on_tb(
@@ -64,36 +65,17 @@ pub fn drop_condyles_on_tb(
     tb: &Volume<bool>,
     check: &CondyleCheck,
 ) -> Result<CondyleCheckOutcome> {
+    check_same_grid(mc, tb, "MC vs TB")?;
     let g = mc.geometry().clone();
-    let tol = 1e-3 * g.spacing().iter().cloned().fold(f64::INFINITY, f64::min);
-    g.check_same(tb.geometry(), tol)
-        .map_err(|source| NvError::Geometry {
-            what: "MC vs TB".into(),
-            source,
-        })?;
-    let n = norm(check.superior);
-    if !(n.is_finite() && n > 0.0) {
-        return Err(NvError::InvalidConfig {
-            field: "superior",
-            value: format!("{:?}", check.superior),
-            reason: "must be a finite, non-zero direction",
-        });
-    }
-    if !(check.reach_mm.is_finite() && check.reach_mm > 0.0) {
-        return Err(NvError::InvalidConfig {
-            field: "reach_mm",
-            value: check.reach_mm.to_string(),
-            reason: "must be positive and finite",
-        });
-    }
+    let sup = unit("superior", check.superior)?;
+    positive("reach_mm", check.reach_mm)?;
     if !(0.0..=1.0).contains(&check.max_fraction_on_tb) {
-        return Err(NvError::InvalidConfig {
-            field: "max_fraction_on_tb",
-            value: check.max_fraction_on_tb.to_string(),
-            reason: "must be in [0, 1]",
-        });
+        return Err(bad(
+            "max_fraction_on_tb",
+            check.max_fraction_on_tb,
+            "must be in [0, 1]",
+        ));
     }
-    let sup = check.superior.map(|v| v / n);
     // The voxel axis closest to superior, and which way along it is down.
     let lin = Lin::of(&g);
     let (axis, cos) = (0..3)
@@ -287,7 +269,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             drop_condyles_on_tb(&mut mc2, &small, &CondyleCheck::default()),
-            Err(NvError::Geometry { .. })
+            Err(crate::NvError::Geometry { .. })
         ));
     }
 }
