@@ -345,26 +345,33 @@ mod tests {
         }"#;
         let run: RunConfig = serde_json::from_str(json).unwrap();
         assert_eq!(deep_outputs(&run.model.net), 2);
-        let mut a = build_trainer(&run, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 1, 16, 16, 16], (tch::Kind::Float, Device::Cpu));
         let y = x.gt(0.5).to_kind(tch::Kind::Int64).squeeze_dim(1);
-        // The expected loss, from the same weights before the step (instance norm keeps no
-        // running statistics, so this forward pass changes nothing).
-        let outs = a.network().forward_deep(&x, true).unwrap();
-        assert_eq!(outs.len(), 2);
-        assert_eq!(outs[1].size(), [2, 2, 8, 8, 8]);
-        let ds = DeepSupervision::nnunet(2).unwrap();
-        let want = ds
-            .compute(&run.model.loss, &outs, &y)
-            .unwrap()
-            .double_value(&[]);
-        let full_only = run
-            .model
-            .loss
-            .compute(&outs[0], &y)
-            .unwrap()
-            .double_value(&[]);
-        let got = a.train_batch(&x, &y).unwrap().loss;
+        // One step of a fresh trainer: (its loss, the nnU-Net-weighted loss and the
+        // full-resolution loss computed from the same weights before the step; instance norm
+        // keeps no running statistics, so that forward pass changes nothing), and the output
+        // shapes.
+        let step = |run: &RunConfig| {
+            let mut t = build_trainer(run, Device::Cpu).unwrap();
+            let outs = t.network().forward_deep(&x, true).unwrap();
+            let ds = DeepSupervision::nnunet(outs.len()).unwrap();
+            let want = ds
+                .compute(&run.model.loss, &outs, &y)
+                .unwrap()
+                .double_value(&[]);
+            let full_only = run
+                .model
+                .loss
+                .compute(&outs[0], &y)
+                .unwrap()
+                .double_value(&[]);
+            let got = t.train_batch(&x, &y).unwrap().loss;
+            let shapes: Vec<Vec<i64>> = outs.iter().map(|o| o.size()).collect();
+            (got, want, full_only, shapes)
+        };
+        let (got, want, full_only, shapes) = step(&run);
+        assert_eq!(shapes.len(), 2);
+        assert_eq!(shapes[1], [2, 2, 8, 8, 8]);
         approx::assert_relative_eq!(got, want, max_relative = 1e-5);
         // nnU-Net's weights for two outputs put everything on the full resolution (the lowest
         // is zeroed), so the values agree; three outputs must differ from the full-res loss.
@@ -374,21 +381,8 @@ mod tests {
             r#"{"arch": "unet", "features": [4, 8, 16, 16], "deep_supervision": true}"#,
         )
         .unwrap();
-        let mut c = build_trainer(&run3, Device::Cpu).unwrap();
-        let outs = c.network().forward_deep(&x, true).unwrap();
-        assert_eq!(outs.len(), 3);
-        let ds = DeepSupervision::nnunet(3).unwrap();
-        let want = ds
-            .compute(&run3.model.loss, &outs, &y)
-            .unwrap()
-            .double_value(&[]);
-        let full_only = run3
-            .model
-            .loss
-            .compute(&outs[0], &y)
-            .unwrap()
-            .double_value(&[]);
-        let got = c.train_batch(&x, &y).unwrap().loss;
+        let (got, want, full_only, shapes) = step(&run3);
+        assert_eq!(shapes.len(), 3);
         approx::assert_relative_eq!(got, want, max_relative = 1e-5);
         assert!((got - full_only).abs() > 1e-4, "{got} vs {full_only}");
     }
