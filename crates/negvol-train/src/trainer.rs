@@ -428,16 +428,8 @@ impl Trainer {
     ) -> Result<(StepOutcome, StepTimes)> {
         let (epoch, batch) = (self.state.epoch, self.state.global_step as usize);
         let mut times = StepTimes::default();
-        let (loss, grad_norm, skipped) =
-            self.train_step_timed(x, y, epoch, batch, Some(&mut times))?;
-        Ok((
-            StepOutcome {
-                loss,
-                grad_norm,
-                skipped,
-            },
-            times,
-        ))
+        let outcome = self.train_step(x, y, epoch, batch, Some(&mut times))?;
+        Ok((outcome, times))
     }
 
     /// One optimiser step on a batch that is already on the trainer's device, with the
@@ -450,35 +442,20 @@ impl Trainer {
     /// (except f16 steps skipped by loss scaling, reported in [`StepOutcome::skipped`]).
     pub fn train_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<StepOutcome> {
         let (epoch, batch) = (self.state.epoch, self.state.global_step as usize);
-        let (loss, grad_norm, skipped) = self.train_step(x, y, epoch, batch)?;
-        Ok(StepOutcome {
-            loss,
-            grad_norm,
-            skipped,
-        })
+        self.train_step(x, y, epoch, batch, None)
     }
 
-    /// One optimiser step on a batch; returns `(loss, grad_norm, skipped)`.
+    /// One optimiser step on a batch (`epoch` and `batch` only name it in errors); with
+    /// `times`, the device is synchronised after each phase and the phase's wall-clock time
+    /// added to it.
     fn train_step(
         &mut self,
         x: &Tensor,
         y: &Tensor,
         epoch: usize,
         batch: usize,
-    ) -> Result<(f64, f64, bool)> {
-        self.train_step_timed(x, y, epoch, batch, None)
-    }
-
-    /// The step; with `times`, the device is synchronised after each phase and the phase's
-    /// wall-clock time added to it.
-    fn train_step_timed(
-        &mut self,
-        x: &Tensor,
-        y: &Tensor,
-        epoch: usize,
-        batch: usize,
         mut times: Option<&mut StepTimes>,
-    ) -> Result<(f64, f64, bool)> {
+    ) -> Result<StepOutcome> {
         let device = self.vs.device();
         let mut clock = Instant::now();
         let mut mark = |times: &mut Option<&mut StepTimes>,
@@ -526,7 +503,11 @@ impl Trainer {
                 self.state.loss_scale = (self.state.loss_scale * 0.5).max(1.0);
                 self.state.good_steps = 0;
                 self.opt.zero_grad();
-                return Ok((lv, f64::NAN, true));
+                return Ok(StepOutcome {
+                    loss: lv,
+                    grad_norm: f64::NAN,
+                    skipped: true,
+                });
             }
             self.opt.scale_grads(1.0 / scale);
             norm /= scale;
@@ -548,7 +529,11 @@ impl Trainer {
         self.opt.step();
         mark(&mut times, |t| &mut t.optimizer);
         self.state.global_step += 1;
-        Ok((lv, norm, false))
+        Ok(StepOutcome {
+            loss: lv,
+            grad_norm: norm,
+            skipped: false,
+        })
     }
 
     /// Validate on whole cases: mean Dice per class and mean HD95.
@@ -649,7 +634,11 @@ impl Trainer {
             for (bi, b) in loader.enumerate() {
                 let b = b?;
                 let (x, y) = self.batch_tensors(&b);
-                let (lv, norm, skip) = self.train_step(&x, &y, epoch, bi)?;
+                let StepOutcome {
+                    loss: lv,
+                    grad_norm: norm,
+                    skipped: skip,
+                } = self.train_step(&x, &y, epoch, bi, None)?;
                 samples += b.shape[0];
                 if skip {
                     skipped += 1;
