@@ -327,14 +327,12 @@ impl Prediction {
         let mut out = Vec::with_capacity(classes as usize);
         for c in 1..classes {
             let mut m = self.mask(c);
-            let before = m.clone();
             let r = crate::postprocess::keep_largest_components(&mut m, filter)?;
             if r.removed_voxels > 0 {
                 ndarray::Zip::from(self.labels.view_mut())
-                    .and(before.view())
                     .and(m.view())
-                    .for_each(|l, b, k| {
-                        if *b && !*k {
+                    .for_each(|l, kept| {
+                        if *l == c && !*kept {
                             *l = 0;
                         }
                     });
