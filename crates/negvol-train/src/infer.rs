@@ -323,9 +323,10 @@ impl Prediction {
         &mut self,
         filter: &crate::postprocess::ComponentFilter,
     ) -> Result<Vec<crate::postprocess::FilterOutcome>> {
-        let classes = self.probabilities.len().max(1) as u8;
-        let mut out = Vec::with_capacity(classes as usize);
-        for c in 1..classes {
+        // Up to 256 classes (to_prediction's limit): class indices 1..=255 fit the u8 labels.
+        let classes = self.probabilities.len().clamp(1, 256);
+        let mut out = Vec::with_capacity(classes - 1);
+        for c in (1..classes).map(|c| c as u8) {
             let mut m = self.mask(c);
             let r = crate::postprocess::keep_largest_components(&mut m, filter)?;
             if r.removed_voxels > 0 {
