@@ -169,7 +169,22 @@ pub fn sample_rng(seed: u64, epoch: usize, sample: usize) -> ChaCha8Rng {
     rng
 }
 
-/// Draw one augmented patch: pick a case, a centre (foreground-biased) and a transform.
+/// The centre of a `patch`-shaped window holding voxel `v` at its middle (the lower of the two
+/// middle voxels along an even axis) whose untransformed voxels fall exactly on voxel centres.
+///
+/// [`sample_patch`] reads patch voxel `p` at `center + p - (patch - 1) / 2`: with an even patch
+/// edge an integer centre puts every read half-way between two voxels, where the image is
+/// interpolated (a two-voxel average, i.e. blurred) but the label is rounded (shifted half a
+/// voxel). Training on such patches teaches a network a half-voxel shift of every boundary and
+/// images sharper than it ever sees at inference. With this centre an identity or flip
+/// transform is an exact crop; rotations, scaling and elastic deformation read off-grid
+/// positions of every fraction, so rounding the label there has no preferred direction.
+pub fn patch_center(v: [usize; 3], patch: [usize; 3]) -> [f64; 3] {
+    std::array::from_fn(|a| v[a] as f64 + if patch[a] % 2 == 0 { 0.5 } else { 0.0 })
+}
+
+/// Draw one augmented patch: pick a case, a centre (foreground-biased, see [`patch_center`])
+/// and a transform.
 pub fn draw_sample(
     cases: &[PreparedCase],
     cfg: &SamplerConfig,
@@ -179,20 +194,21 @@ pub fn draw_sample(
     let ci = rng.gen_range(0..cases.len());
     let c = &cases[ci];
     let sh = c.image.shape();
-    let center = if !c.foreground.is_empty()
+    let voxel = if !c.foreground.is_empty()
         && cfg.foreground_fraction > 0.0
         && rng.gen_bool(cfg.foreground_fraction)
     {
         let cls = &c.foreground[rng.gen_range(0..c.foreground.len())];
         let v = cls[rng.gen_range(0..cls.len())];
-        [v[0] as f64, v[1] as f64, v[2] as f64]
+        [v[0] as usize, v[1] as usize, v[2] as usize]
     } else {
         [
-            rng.gen_range(0.0..sh[0] as f64),
-            rng.gen_range(0.0..sh[1] as f64),
-            rng.gen_range(0.0..sh[2] as f64),
+            rng.gen_range(0..sh[0]),
+            rng.gen_range(0..sh[1]),
+            rng.gen_range(0..sh[2]),
         ]
     };
+    let center = patch_center(voxel, cfg.patch);
     let t = SpatialTransform::random(aug, cfg.patch, c.spacing, rng);
     let (mut img, lab) = sample_patch(
         &c.image.view(),
@@ -390,6 +406,61 @@ mod tests {
             hits(&cfg) < 10,
             "uniform sampling should rarely hit a 27-voxel object"
         );
+    }
+
+    /// Without spatial augmentation (or with flips only) a sample is an exact crop of the case,
+    /// image and label at the same offset: no interpolated (blurred) image voxel, no label
+    /// rounded half a voxel away from its image. Caught a sampler that centred even patches on
+    /// voxel indices (every read half-way between two voxels).
+    #[test]
+    fn unaugmented_and_flipped_samples_are_exact_crops() {
+        let n = [13, 11, 9];
+        // Distinct values everywhere, so a crop's offset is unique.
+        let img = Array3::from_shape_fn(n, |(i, j, k)| (i * 1000 + j * 30 + k) as f32);
+        let lab = Array3::from_shape_fn(n, |(i, j, k)| u8::from((i + 2 * j + 3 * k) % 5 == 0));
+        let cases = vec![PreparedCase::new("a", img.clone(), lab.clone(), [1.0; 3]).unwrap()];
+        for patch in [[4, 4, 4], [5, 6, 3], [6, 5, 2]] {
+            for flip in [false, true] {
+                let aug = AugmentConfig {
+                    flip_prob: if flip { 1.0 } else { 0.0 },
+                    flip_axes: vec![0, 1, 2],
+                    ..AugmentConfig::none()
+                };
+                let cfg = SamplerConfig {
+                    patch,
+                    foreground_fraction: 0.5,
+                    ..Default::default()
+                };
+                for s in 0..40 {
+                    let (_, pi, pl) = draw_sample(&cases, &cfg, &aug, &mut sample_rng(3, 0, s));
+                    for ((i, j, k), v) in pi.indexed_iter() {
+                        if *v == 0.0 && pl[[i, j, k]] == 0 {
+                            continue; // outside the volume (fill); 0 is also voxel (0, 0, 0)
+                        }
+                        let (a, b, c) = (
+                            *v as usize / 1000,
+                            *v as usize % 1000 / 30,
+                            *v as usize % 1000 % 30,
+                        );
+                        assert_eq!(
+                            img.get([a, b, c]),
+                            Some(v),
+                            "patch {patch:?} flip {flip} sample {s}: image voxel ({i}, {j}, {k}) = {v} is not a voxel of the case (interpolated)"
+                        );
+                        assert_eq!(
+                            pl[[i, j, k]],
+                            lab[[a, b, c]],
+                            "patch {patch:?} flip {flip} sample {s}: label at ({i}, {j}, {k}) is not the label of image voxel ({a}, {b}, {c})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn patch_center_puts_reads_on_voxel_centres() {
+        assert_eq!(patch_center([7, 7, 7], [32, 5, 2]), [7.5, 7.0, 7.5]);
     }
 
     #[test]
