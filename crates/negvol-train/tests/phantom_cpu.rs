@@ -12,11 +12,12 @@ use negvol_train::trainer::{dice, Silent};
 use negvol_train::{augment::AugmentConfig, Case, TrainConfig, ValidationConfig};
 use tch::Device;
 
-/// Held-out Dice floor for the condyle after this short CPU training (measured 0.81 on the
-/// shared 2-core box, debug profile, about 32 s; the floor leaves room for libtorch numeric
+/// Held-out Dice floor for the condyle after this short CPU training (measured 0.857 on the
+/// shared 2-core box, debug profile, about 60 s; 0.814 before the sampler stopped shifting
+/// labels half a voxel against their images; the floor leaves room for libtorch numeric
 /// differences between machines). The image also shows the temporal bone at bone intensity,
 /// so the network must tell the two bones apart by shape and position.
-const DICE_FLOOR: f64 = 0.75;
+const DICE_FLOOR: f64 = 0.80;
 
 fn phantom_case(seed: u64, spacing: f64) -> Case {
     let cfg = PhantomConfig {
