@@ -26,8 +26,9 @@ pub enum MetricsError {
         /// The shape found.
         found: Vec<usize>,
     },
-    /// The volume is too large for a 32-bit feature index.
-    #[error("volume of shape {shape:?} has {voxels} voxels, too many for a u32 feature index")]
+    /// The volume is too large for the 32-bit indices of an algorithm (the EDT's feature index,
+    /// the run index of connected components).
+    #[error("volume of shape {shape:?} has {voxels} voxels, too many for 32-bit indices")]
     TooLarge {
         /// Shape of the volume.
         shape: [usize; 3],

@@ -3,8 +3,10 @@
 //! Segmentation metrics with stated definitions: overlap scores ([`mod@overlap`]), the exact
 //! anisotropic Euclidean distance transform ([`edt`]), surface extraction ([`surface`]),
 //! surface-distance metrics and their named variants ([`distance`]), the seed paper's "CE"
-//! score ([`probabilistic`]), whole-pair and per-label evaluation ([`pair`]) and mean +- std
-//! reports ([`report`]). Pure Rust, parallel with rayon.
+//! score ([`probabilistic`]), whole-pair and per-label evaluation ([`pair`]), mean +- std
+//! reports ([`report`]) and connected components under 6-, 18- or 26-connectivity
+//! ([`components`]: label volume, per-component statistics, keeping the largest components).
+//! Pure Rust, parallel with rayon.
 //!
 //! Definitions follow `DESIGN.md` ("Metric definitions") and are written out in each module:
 //! surface = boundary voxels under 6-connectivity by default (18/26 or DeepMind surfels as
@@ -36,6 +38,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod components;
 pub mod distance;
 pub mod edt;
 mod error;
@@ -47,6 +50,10 @@ pub mod report;
 pub mod surface;
 mod value;
 
+pub use components::{
+    component_stats, keep_largest_components, label_components, ComponentFilter, ComponentStats,
+    FilterOutcome, Labelling,
+};
 pub use distance::{
     seed_paper_hausdorff_voxels, solid_hausdorff, surface_distances, DirectedDistances,
     HdConvention, SolidHausdorff, SurfaceDistances, SurfaceKind,

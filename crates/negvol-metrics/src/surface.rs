@@ -18,7 +18,9 @@ use ndarray::{s, Array3, ArrayView3, Axis, Zip};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Neighbourhood used to decide whether a foreground voxel is on the boundary.
+/// Voxel neighbourhood: which voxels are neighbours when deciding whether a foreground voxel is
+/// on the boundary ([`boundary_voxels`]) and when labelling connected components
+/// ([`crate::components`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Connectivity {
