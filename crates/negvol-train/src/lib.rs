@@ -50,6 +50,7 @@ pub mod infer;
 pub mod interp;
 pub mod locate;
 pub mod optim;
+pub mod plan;
 pub mod plot;
 pub mod postprocess;
 pub mod preprocess;
