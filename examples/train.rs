@@ -7,7 +7,14 @@
 //! Without `--config`, the run starts from the seed paper's settings (Adam 1e-4, weight decay
 //! 0.01, StepLR 30/0.1, patches 112x144x64, batch 1, 80 patches per epoch, its augmentations)
 //! changed by the flags. The full configuration is written to `OUT/run.json`; `--config` reads
-//! one back (flags given explicitly still override it).
+//! one back (flags given explicitly still override it). `--plan plan.json` (from the `plan`
+//! example) applies an nnU-Net-style plan on top of that: targets, target spacing, patch,
+//! batch size, fitted normalisation, precision and network; flags given explicitly still win.
+//!
+//! ```text
+//! cargo run --release --example plan -- --input-data phantoms --targets mc,tb --out plan.json
+//! cargo run --release --example train -- --input-data phantoms --plan plan.json --out runs/p
+//! ```
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +40,12 @@ struct Args {
     /// Run configuration JSON (as written to OUT/run.json).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Plan JSON from the `plan` example (applied after --config): targets, target spacing,
+    /// patch, batch size, fitted normalisation, precision and network. Flags given explicitly
+    /// still win (e.g. --batch-size 1 keeps the plan's patch but changes its batch; --model
+    /// replaces its network with that model's defaults).
+    #[arg(long)]
+    plan: Option<PathBuf>,
     /// Structure(s) to segment (mask names), in class order.
     #[arg(long = "target")]
     targets: Vec<String>,
@@ -185,6 +198,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => RunConfig::from_json_file(p)?,
         None => RunConfig::default(),
     };
+    if let Some(p) = &a.plan {
+        let plan = negvol_train::plan::Plan::from_json_file(p)?;
+        plan.apply_to_run(&mut run);
+        eprintln!("applied plan {}:\n{plan}", p.display());
+    }
     let t = &mut run.train;
     if !a.targets.is_empty() {
         t.targets = a.targets.clone();
