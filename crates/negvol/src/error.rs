@@ -68,8 +68,9 @@ pub enum NvError {
         /// One line per side saying why it has no NV.
         reasons: String,
     },
-    /// The distance transform failed (should not happen on a non-empty crop).
-    #[error("distance transform: {0}")]
+    /// A negvol-metrics computation failed: the distance transform (should not happen on a
+    /// non-empty crop) or a connected-component labelling (only beyond its 32-bit limits).
+    #[error("negvol-metrics: {0}")]
     Metrics(#[from] negvol_metrics::MetricsError),
     /// Writing an output file failed.
     #[error("{path}: {source}")]

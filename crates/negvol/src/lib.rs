@@ -11,6 +11,8 @@
 //! - [`render`]: PNG slices with MC/TB/NV overlays;
 //! - [`resolve_overlap_by_score`]: makes MC and TB masks from two separate networks disjoint;
 //! - [`drop_condyles_on_tb`]: removes predicted condyle components that rest on temporal bone;
+//! - [`clean_predicted_masks`]: the clean-up of predicted MC and TB masks (that check, then the
+//!   largest connected components of each, [`CleanupConfig`]) with a [`CleanupReport`];
 //! - [`write_outputs`]: NV mask, width maps, meshes, pictures and the JSON report in a folder.
 //!
 //! Accuracy on the phantoms and speed are in the crate README.
@@ -45,6 +47,7 @@
 // Index loops over the three axes read better than zipped iterators here.
 #![allow(clippy::needless_range_loop)]
 
+mod cleanup;
 mod config;
 mod error;
 mod grid;
@@ -56,8 +59,12 @@ mod plausible;
 pub mod render;
 mod report;
 
+pub use cleanup::{clean_predicted_masks, CleanupConfig, CleanupReport};
 pub use config::{Method, NvConfig, OverlapPolicy, SideSplit, CONDYLE_COMPONENT_FRACTION};
 pub use error::{NvError, Result};
+/// The component filter of [`CleanupConfig::keep_largest`] and its outcome (from
+/// `negvol-metrics`).
+pub use negvol_metrics::components::{ComponentFilter, FilterOutcome};
 pub use output::{write_atomic, write_outputs, OutputOptions};
 pub use overlap::{resolve_overlap_by_score, OverlapResolution};
 pub use pipeline::{derive_nv, NvResult, RayRecord, SideOutput};

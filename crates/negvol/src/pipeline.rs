@@ -1,7 +1,9 @@
 //! The pipeline: [`derive_nv`].
 
 use ndarray::{Array3, ArrayView3, Axis, Zip};
+use negvol_metrics::components::{component_stats, label_components};
 use negvol_metrics::edt::{feature_transform, squared_edt};
+use negvol_metrics::Connectivity;
 use negvol_volume::{Geometry, Volume};
 use rayon::prelude::*;
 
@@ -156,20 +158,28 @@ struct Condyles {
 }
 
 impl Condyles {
-    /// Labels MC's 26-connected components inside its bounding box `b`.
-    fn find(mc: ArrayView3<bool>, b: &Bbox, g: &Geometry) -> Self {
-        let comps = grid::components26(mc, b);
+    /// MC's 26-connected components inside its bounding box `b` (run-based, no label volume:
+    /// [`negvol_metrics::components::component_stats`]).
+    fn find(mc: ArrayView3<bool>, b: &Bbox, g: &Geometry) -> Result<Self> {
+        let comps = if b.is_empty() {
+            Vec::new()
+        } else {
+            component_stats(mc.slice(b.slice()), Connectivity::TwentySix)?
+        };
         let cand = |i: usize| {
-            comps.get(i).map(|c| Candidate {
-                voxels: c.voxels,
-                centroid: g.voxel_to_world(c.centroid()),
+            comps.get(i).map(|c| {
+                let local = c.centroid();
+                Candidate {
+                    voxels: c.voxels,
+                    centroid: g.voxel_to_world([0, 1, 2].map(|a| b.lo[a] as f64 + local[a])),
+                }
             })
         };
-        Self {
+        Ok(Self {
             components: comps.len(),
             largest: cand(0),
             second: cand(1),
-        }
+        })
     }
     /// The two condyles: the two largest components, if the second holds at least
     /// [`CONDYLE_COMPONENT_FRACTION`] of the largest.
@@ -557,8 +567,9 @@ pub fn derive_nv(mc: &Volume<bool>, tb: &Volume<bool>, cfg: &NvConfig) -> Result
         });
     }
 
-    let condyles =
-        (cfg.side_split != SideSplit::None).then(|| Condyles::find(mc.view(), &mc_box, &g));
+    let condyles = (cfg.side_split != SideSplit::None)
+        .then(|| Condyles::find(mc.view(), &mc_box, &g))
+        .transpose()?;
     let mut split = Split::decide(cfg, &g, condyles.as_ref());
     let plane = split.plane.as_ref().map(|p| SidePlane::new(&g, p));
     if fixed.is_none() && plane.is_some() {
@@ -1002,7 +1013,7 @@ impl SideCtx<'_> {
                 .and(tb_c.slice(wb.slice()))
                 .for_each(|c, &m, &t| *c = *c && !m && !t);
             if cfg.keep_touching_components {
-                (removed, removed_voxels) = keep_touching_both(&mut cand, &mc_c, &tb_c, &wb);
+                (removed, removed_voxels) = keep_touching_both(&mut cand, &mc_c, &tb_c, &wb)?;
             }
         }
         let n = grid::count(cand.view());
@@ -1151,7 +1162,7 @@ impl SideCtx<'_> {
 
 /// Keeps the 26-connected components of `cand` inside box `wb` that share a face with a voxel
 /// of `mc` and with a voxel of `tb`; returns the number of removed components and their
-/// voxels.
+/// voxels (an error only from the labelling's size limit).
 ///
 /// 26-connectivity: against a bone's voxel staircase the NV is often joined to a few voxels
 /// only by an edge or a corner (in a step of the staircase, once the bones are subtracted).
@@ -1163,11 +1174,12 @@ fn keep_touching_both(
     mc: &Array3<bool>,
     tb: &Array3<bool>,
     wb: &Bbox,
-) -> (usize, usize) {
+) -> Result<(usize, usize)> {
     let csh: [usize; 3] = cand.dim().into();
-    let sub = cand.slice(wb.slice()).to_owned();
-    let (lab, n) = grid::label(sub.view(), grid::Connectivity::Full26);
-    let mut touch = vec![(false, false); n as usize + 1];
+    let labelling = label_components(cand.slice(wb.slice()), Connectivity::TwentySix)?;
+    let n = labelling.count();
+    let lab = labelling.labels;
+    let mut touch = vec![(false, false); n + 1];
     for ((i, j, k), &l) in lab.indexed_iter() {
         if l == 0 {
             continue;
@@ -1189,7 +1201,7 @@ fn keep_touching_both(
                 removed_voxels += usize::from(!*c);
             }
         });
-    (removed, removed_voxels)
+    Ok((removed, removed_voxels))
 }
 
 /// The [`IssueCode::ComponentsRemoved`] issue, when the removed voxels are more than
@@ -1354,7 +1366,7 @@ mod tests {
         // A detached pocket against TB, two voxels from the NV: removed.
         nv.slice_mut(s![8..10, 0..3, 5..7]).fill(true);
         let kept_before = 5 * 10 * 5;
-        let (removed, voxels) = keep_touching_both(&mut nv, &mc, &tb, &whole([10, 10, 9]));
+        let (removed, voxels) = keep_touching_both(&mut nv, &mc, &tb, &whole([10, 10, 9])).unwrap();
         assert_eq!((removed, voxels), (1, 2 * 3 * 2));
         assert!(nv[[5, 4, 6]], "the edge-attached voxel must stay");
         assert!(!nv[[8, 0, 5]]);

@@ -13,14 +13,18 @@
 
 use std::collections::HashMap;
 
+use negvol_metrics::components::label_components;
+use negvol_metrics::Connectivity;
 use negvol_volume::Volume;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{bad, positive, unit};
 use crate::error::Result;
-use crate::grid::{check_same_grid, dot, label, norm, Connectivity, Lin};
+use crate::grid::{check_same_grid, dot, norm, Lin};
 
 /// Settings of [`drop_condyles_on_tb`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CondyleCheck {
     /// World superior direction (need not be unit length; default RAS+ `[0, 0, 1]`).
     pub superior: [f64; 3],
@@ -43,7 +47,7 @@ impl Default for CondyleCheck {
 }
 
 /// What [`drop_condyles_on_tb`] did.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CondyleCheckOutcome {
     /// 26-connected MC components examined.
     pub components: usize,
@@ -87,14 +91,15 @@ pub fn drop_condyles_on_tb(
         })
         .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
         .expect("three axes");
-    let (labels, count) = label(mc.view(), Connectivity::Full26);
+    let labelling = label_components(mc.view(), Connectivity::TwentySix)?;
+    let count = labelling.count();
     let mut out = CondyleCheckOutcome {
-        components: count as usize,
+        components: count,
         ..Default::default()
     };
-    if count == 0 {
+    let Some(bb) = labelling.bounding_box else {
         return Ok(out);
-    }
+    };
     if cos.abs() < 30f64.to_radians().cos() {
         out.skipped_oblique = true;
         return Ok(out);
@@ -110,11 +115,13 @@ pub fn drop_condyles_on_tb(
         1 => [0, 2],
         _ => [0, 1],
     };
+    // Outside the foreground's box every label is 0.
+    let labels = bb.crop(labelling.labels.view());
     for ((i, j, k), l) in labels.indexed_iter() {
         if *l == 0 {
             continue;
         }
-        let p = [i, j, k];
+        let p = [bb.min[0] + i, bb.min[1] + j, bb.min[2] + k];
         let col = [p[others[0]], p[others[1]]];
         let h = p[axis] as i64;
         lowest
@@ -126,8 +133,8 @@ pub fn drop_condyles_on_tb(
             })
             .or_insert(h);
     }
-    let mut cols = vec![0usize; count as usize + 1];
-    let mut on_tb = vec![0usize; count as usize + 1];
+    let mut cols = vec![0usize; count + 1];
+    let mut on_tb = vec![0usize; count + 1];
     let tbd = tb.data();
     for ((l, col), h) in &lowest {
         cols[*l as usize] += 1;
@@ -146,26 +153,26 @@ pub fn drop_condyles_on_tb(
             on_tb[*l as usize] += 1;
         }
     }
-    let mut drop = vec![false; count as usize + 1];
-    let mut sizes = vec![0usize; count as usize + 1];
-    for l in labels.iter() {
-        sizes[*l as usize] += 1;
-    }
-    for l in 1..=count as usize {
+    let mut drop = vec![false; count + 1];
+    for l in 1..=count {
         let f = on_tb[l] as f64 / cols[l].max(1) as f64;
         if f > check.max_fraction_on_tb {
             drop[l] = true;
-            out.removed.push((sizes[l], f));
+            out.removed.push((labelling.sizes[l - 1], f));
         }
     }
     if !out.removed.is_empty() {
-        ndarray::Zip::from(mc.view_mut())
-            .and(&labels)
-            .for_each(|m, l| {
-                if drop[*l as usize] {
-                    *m = false;
-                }
-            });
+        let mut all = mc.view_mut();
+        let inside = all.slice_mut(ndarray::s![
+            bb.min[0]..bb.max[0],
+            bb.min[1]..bb.max[1],
+            bb.min[2]..bb.max[2]
+        ]);
+        ndarray::Zip::from(inside).and(&labels).for_each(|m, l| {
+            if drop[*l as usize] {
+                *m = false;
+            }
+        });
     }
     Ok(out)
 }
