@@ -88,6 +88,8 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, ArrayView3, ArrayViewMut3, Axis};
+use negvol_metrics::components::label_components;
+use negvol_metrics::Connectivity;
 use negvol_volume::{Geometry, Volume};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -410,45 +412,6 @@ impl Atlas {
 // Components
 // ---------------------------------------------------------------------------------------------
 
-/// 26-connected components of `mask`: a label per voxel (0 = background, 1.. = component) and
-/// the number of components, numbered in index order of their first voxel.
-pub fn components26(mask: &Array3<bool>) -> (Array3<u32>, usize) {
-    let sh = mask.shape();
-    let (ni, nj, nk) = (sh[0], sh[1], sh[2]);
-    let mut lab = Array3::<u32>::zeros((ni, nj, nk));
-    let mut n = 0u32;
-    let mut stack = Vec::new();
-    for ((i, j, k), &m) in mask.indexed_iter() {
-        if !m || lab[[i, j, k]] != 0 {
-            continue;
-        }
-        n += 1;
-        lab[[i, j, k]] = n;
-        stack.push([i, j, k]);
-        while let Some([a, b, c]) = stack.pop() {
-            for da in -1i64..=1 {
-                for db in -1i64..=1 {
-                    for dc in -1i64..=1 {
-                        let (x, y, z) = (a as i64 + da, b as i64 + db, c as i64 + dc);
-                        if x < 0 || y < 0 || z < 0 {
-                            continue;
-                        }
-                        let (x, y, z) = (x as usize, y as usize, z as usize);
-                        if x >= ni || y >= nj || z >= nk {
-                            continue;
-                        }
-                        if mask[[x, y, z]] && lab[[x, y, z]] == 0 {
-                            lab[[x, y, z]] = n;
-                            stack.push([x, y, z]);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (lab, n as usize)
-}
-
 /// One component of a weight map: its mass (sum of weights), peak and weighted centroid
 /// (voxel index).
 #[derive(Debug, Clone, Copy)]
@@ -459,7 +422,8 @@ struct Blob {
     first: usize,
 }
 
-/// The components of `weights >= threshold` on `grid`: mass and peak over the whole
+/// The 26-connected components of `weights >= threshold` on `grid`
+/// ([`negvol_metrics::components::label_components`]): mass and peak over the whole
 /// component; the centroid over its voxels within `head_depth_mm` (world, along superior =
 /// RAS+ `+z`) of the component's most superior voxel centre, or over all of it with `None`.
 fn blobs(
@@ -467,9 +431,11 @@ fn blobs(
     threshold: f64,
     grid: &Geometry,
     head_depth_mm: Option<f64>,
-) -> Vec<Blob> {
+) -> Result<Vec<Blob>> {
     let mask = weights.mapv(|v| v.is_finite() && v as f64 >= threshold);
-    let (lab, n) = components26(&mask);
+    let labelling = label_components(mask.view(), Connectivity::TwentySix)
+        .map_err(|e| locate_err(format!("connected components: {e}")))?;
+    let (lab, n) = (labelling.labels, labelling.sizes.len());
     let z = |i: usize, j: usize, k: usize| grid.voxel_to_world([i as f64, j as f64, k as f64])[2];
     let mut top = vec![f64::NEG_INFINITY; n];
     if head_depth_mm.is_some() {
@@ -513,7 +479,7 @@ fn blobs(
         }
     }
     out.retain(|b| b.mass > 0.0);
-    out
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -685,7 +651,7 @@ pub fn joints_from_posterior(
             "centre offset {centre_offset_mm:?} is not finite"
         )));
     }
-    let mut bl = blobs(posterior, cfg.threshold, coarse, cfg.head_depth_mm);
+    let mut bl = blobs(posterior, cfg.threshold, coarse, cfg.head_depth_mm)?;
     bl.sort_by(|a, b| b.mass.total_cmp(&a.mass).then(a.first.cmp(&b.first)));
     let Some(heaviest) = bl.first().map(|b| b.mass) else {
         return Ok(Vec::new());
@@ -965,14 +931,18 @@ pub fn fit_centre_offset(cases: &[CoarseCase], head_depth_mm: Option<f64>) -> Op
     for c in cases {
         let Some(centre) = &c.centre else { continue };
         let g = c.joint.geometry();
-        let comps = blobs(
+        let comps = match blobs(
             &c.joint
                 .data()
                 .mapv(|v| if v >= COARSE_LABEL_FRACTION { v } else { 0.0 }),
             f64::from(COARSE_LABEL_FRACTION),
             g,
             head_depth_mm,
-        );
+        ) {
+            Ok(comps) => comps,
+            // Only beyond the labelling's 32-bit limits, far above any coarse grid.
+            Err(_) => continue,
+        };
         if comps.is_empty() {
             continue;
         }
@@ -1480,19 +1450,23 @@ mod tests {
     }
 
     #[test]
-    fn components_are_26_connected() {
-        let mut m = Array3::from_elem((5, 5, 5), false);
-        m[[0, 0, 0]] = true;
-        m[[1, 1, 1]] = true; // diagonal neighbour: same component
-        m[[3, 3, 3]] = true;
-        m[[4, 4, 3]] = true;
-        m[[0, 4, 0]] = true;
-        let (lab, n) = components26(&m);
-        assert_eq!(n, 3);
-        assert_eq!(lab[[0, 0, 0]], lab[[1, 1, 1]]);
-        assert_eq!(lab[[3, 3, 3]], lab[[4, 4, 3]]);
-        assert_ne!(lab[[0, 0, 0]], lab[[0, 4, 0]]);
-        assert_eq!(lab[[2, 2, 2]], 0);
+    fn blobs_are_26_connected_components() {
+        let g = geom([5, 5, 5], [1.0; 3]);
+        let mut w = Array3::<f32>::zeros((5, 5, 5));
+        w[[0, 0, 0]] = 1.0;
+        w[[1, 1, 1]] = 3.0; // corner neighbour: same component
+        w[[3, 3, 3]] = 1.0;
+        w[[4, 4, 3]] = 1.0; // edge neighbour
+        w[[0, 4, 0]] = 0.5;
+        w[[2, 2, 2]] = 0.1; // below the threshold: would join all three
+        let b = blobs(&w, 0.2, &g, None).unwrap();
+        // In index order of their first voxel.
+        assert_eq!(
+            b.iter().map(|b| b.mass).collect::<Vec<_>>(),
+            [4.0, 0.5, 2.0]
+        );
+        assert_eq!(b[0].centroid, [0.75; 3]);
+        assert_eq!(b[2].centroid, [3.5, 3.5, 3.0]);
     }
 
     #[test]
