@@ -9,20 +9,19 @@
 //! cases (cases where a metric is undefined, e.g. an empty prediction, are counted apart).
 //!
 //! For a model that segments both `mc` and `tb`, on cases with an `nv` mask, an NV row scores
-//! the negative volume derived from the predicted masks the way `pipeline` derives it (MC
-//! components resting on TB dropped, at most `--keep-largest` components of each bone, default
-//! NV settings or `--nv-config`) against the
-//! case's NV: the paper's NV row, produced by negvol's MC+TB -> NV method instead of a network
-//! trained on NV. A case whose NV cannot be derived counts as undefined, with the reason.
+//! the negative volume derived from the predicted masks the way `pipeline` derives it
+//! (`negvol::clean_predicted_masks`: MC components resting on TB dropped, at most
+//! `--keep-largest` components of each bone at >= 10 % of the largest; default NV settings or
+//! `--nv-config`) against the case's NV: the paper's NV row, produced by negvol's MC+TB -> NV
+//! method instead of a network trained on NV. A case whose NV cannot be derived counts as undefined, with the reason.
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use negvol::{derive_nv, drop_condyles_on_tb, CondyleCheck, NvConfig};
+use negvol::{clean_predicted_masks, derive_nv, CleanupConfig, ComponentFilter, NvConfig};
 use negvol_metrics::{
     cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Note, Report,
 };
-use negvol_train::postprocess::{keep_largest_components, ComponentFilter};
 use negvol_train::run::{parse_device, LoadedModel};
 use negvol_train::DatasetSpec;
 
@@ -74,24 +73,12 @@ fn nv_row(
     tb_cls: u8,
     truth: &negvol_volume::Volume<bool>,
     cfg: &NvConfig,
-    keep_largest: usize,
+    cleanup: &CleanupConfig,
     opts: &EvalOptions,
 ) -> Result<Vec<(String, MetricValue)>, Box<dyn std::error::Error>> {
     let mut mc = pred.mask(mc_cls);
     let mut tb = pred.mask(tb_cls);
-    let check = CondyleCheck {
-        superior: cfg.superior.unwrap_or([0.0, 0.0, 1.0]),
-        ..Default::default()
-    };
-    drop_condyles_on_tb(&mut mc, &tb, &check)?;
-    if keep_largest > 0 {
-        let filter = ComponentFilter {
-            max_components: keep_largest,
-            min_fraction: 0.1,
-        };
-        keep_largest_components(&mut mc, &filter)?;
-        keep_largest_components(&mut tb, &filter)?;
-    }
+    clean_predicted_masks(&mut mc, &mut tb, cleanup)?;
     let names = [
         "DICE %",
         "HD (paper, voxels)",
@@ -173,6 +160,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => NvConfig::default(),
     };
+    // The NV rows clean the predicted masks as `pipeline` does by default.
+    let cleanup = CleanupConfig {
+        keep_largest: (a.keep_largest > 0).then_some(ComponentFilter {
+            max_components: a.keep_largest,
+            ..Default::default()
+        }),
+        ..CleanupConfig::for_nv(&nv_cfg)
+    };
     // The NV row needs both bones from this model and an NV mask per case.
     let nv_classes = match (model.train.class_of("mc"), model.train.class_of("tb")) {
         (Ok(m), Ok(t)) if spec.cases.iter().all(|c| c.labels.contains_key("nv")) => Some((m, t)),
@@ -230,15 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if let Some((mc_cls, tb_cls)) = nv_classes {
             let truth = negvol_volume::read_mask(&c.labels["nv"])?;
-            let values = nv_row(
-                &pred,
-                mc_cls,
-                tb_cls,
-                &truth,
-                &nv_cfg,
-                a.keep_largest,
-                &opts,
-            )?;
+            let values = nv_row(&pred, mc_cls, tb_cls, &truth, &nv_cfg, &cleanup, &opts)?;
             rows.push(CaseRow {
                 case: format!("{}:nv", c.id),
                 label: Some(NV_LABEL),

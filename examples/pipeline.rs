@@ -2,11 +2,11 @@
 //! trained models, optionally refine TB with 3D Canny edges (the paper's step C), derive the
 //! negative volume, and write masks, meshes, pictures and a report.
 //!
-//! Order of the steps: (locate the joints, with `--locator`) -> segment MC and TB -> drop MC
-//! components resting on TB (`negvol::drop_condyles_on_tb`; `--no-condyle-check`) -> keep the
-//! largest components of each (`--keep-largest`, default 2) -> give voxels claimed by both to
-//! the more confident model (`negvol::resolve_overlap_by_score`) -> step C (`--refine`) ->
-//! NV (`--nv-config`) -> outputs (and scores with `--truth`).
+//! Order of the steps: (locate the joints, with `--locator`) -> segment MC and TB -> clean both
+//! (`negvol::clean_predicted_masks`: drop MC components resting on TB, `--no-condyle-check` to
+//! skip; then keep the largest components of each, `--keep-largest`, default 2) -> give voxels
+//! claimed by both to the more confident model (`negvol::resolve_overlap_by_score`) -> step C
+//! (`--refine`) -> NV (`--nv-config`) -> outputs (and scores with `--truth`).
 //!
 //! ```text
 //! cargo run --release --example pipeline -- --image ct.nii.gz \
@@ -23,12 +23,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use negvol::{
-    derive_nv, drop_condyles_on_tb, resolve_overlap_by_score, write_outputs, CondyleCheck,
-    NvConfig, OutputOptions,
+    clean_predicted_masks, derive_nv, resolve_overlap_by_score, write_outputs, CleanupConfig,
+    ComponentFilter, NvConfig, OutputOptions,
 };
 use negvol_metrics::{evaluate_pair, EvalOptions};
 use negvol_train::locate::{paste_merge, Locator};
-use negvol_train::postprocess::{keep_largest_components, ComponentFilter};
 use negvol_train::preprocess::crop;
 use negvol_train::refine::{refine_tb, RefineConfig};
 use negvol_train::run::{parse_device, LoadedModel};
@@ -239,35 +238,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => NvConfig::default(),
     };
-    if !a.no_condyle_check {
-        let check = CondyleCheck {
-            superior: nv_cfg.superior.unwrap_or([0.0, 0.0, 1.0]),
-            ..Default::default()
-        };
-        let out = drop_condyles_on_tb(&mut mc, &tb_raw, &check)?;
-        if !out.removed.is_empty() {
-            let voxels: usize = out.removed.iter().map(|(v, _)| v).sum();
-            let largest = out.removed.iter().map(|(v, _)| *v).max().unwrap_or(0);
-            println!(
-                "MC: dropped {} of {} components resting on TB ({voxels} voxels, largest {largest})",
-                out.removed.len(),
-                out.components
-            );
-        }
+    let mut cleanup = CleanupConfig::for_nv(&nv_cfg);
+    if a.no_condyle_check {
+        cleanup.condyle_check = None;
     }
-    if a.keep_largest > 0 {
-        let filter = ComponentFilter {
-            max_components: a.keep_largest,
-            min_fraction: a.keep_fraction,
-        };
-        for (name, m) in [("MC", &mut mc), ("TB", &mut tb_raw)] {
-            let out = keep_largest_components(m, &filter)?;
-            if out.removed_voxels > 0 {
-                println!(
-                    "{name}: kept {} of {} components, removed {} voxels",
-                    out.kept, out.components, out.removed_voxels
-                );
-            }
+    cleanup.keep_largest = (a.keep_largest > 0).then_some(ComponentFilter {
+        max_components: a.keep_largest,
+        min_fraction: a.keep_fraction,
+    });
+    let cleaned = clean_predicted_masks(&mut mc, &mut tb_raw, &cleanup)?;
+    if let Some(out) = cleaned.condyle_check.filter(|o| !o.removed.is_empty()) {
+        let voxels: usize = out.removed.iter().map(|(v, _)| v).sum();
+        let largest = out.removed.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        println!(
+            "MC: dropped {} of {} components resting on TB ({voxels} voxels, largest {largest})",
+            out.removed.len(),
+            out.components
+        );
+    }
+    for (name, out) in [("MC", cleaned.mc_components), ("TB", cleaned.tb_components)] {
+        if let Some(out) = out.filter(|o| o.removed_voxels > 0) {
+            println!(
+                "{name}: kept {} of {} components, removed {} voxels",
+                out.kept, out.components, out.removed_voxels
+            );
         }
     }
     // Two separate networks may both claim a voxel: the more confident one keeps it.
