@@ -256,14 +256,15 @@ fn an_empty_mask() {
     let mut e = m.clone();
     let out = keep_largest_components(e.view_mut(), &ComponentFilter::default()).unwrap();
     assert_eq!(out, FilterOutcome::default());
-    // A zero-sized array too.
-    let z = Array3::from_elem([0, 3, 3], false);
-    assert_eq!(
-        label_components(z.view(), Connectivity::Six)
-            .unwrap()
-            .count(),
-        0
-    );
+    // Zero-sized arrays too, along each axis.
+    for sh in [[0, 3, 3], [3, 0, 3], [3, 3, 0]] {
+        let z = Array3::from_elem(sh, false);
+        for c in ALL {
+            let l = label_components(z.view(), c).unwrap();
+            assert_eq!((l.count(), l.labels.dim()), (0, (sh[0], sh[1], sh[2])));
+            assert!(component_stats(z.view(), c).unwrap().is_empty());
+        }
+    }
 }
 
 #[test]
