@@ -251,6 +251,22 @@ pub fn component_stats(
 /// is deterministic. An empty mask stays empty. No label volume is allocated: removed
 /// components are cleared run by run.
 ///
+/// ```
+/// use ndarray::{s, Array3};
+/// use negvol_metrics::components::{keep_largest_components, ComponentFilter};
+///
+/// // Two 27-voxel cubes and one stray voxel.
+/// let mut m = Array3::from_elem((12, 12, 12), false);
+/// m.slice_mut(s![1..4, 1..4, 1..4]).fill(true);
+/// m.slice_mut(s![7..10, 7..10, 7..10]).fill(true);
+/// m[[1, 10, 10]] = true;
+/// let filter = ComponentFilter { max_components: 2, min_fraction: 0.1 };
+/// let out = keep_largest_components(m.view_mut(), &filter)?;
+/// assert_eq!((out.components, out.kept, out.removed_voxels), (3, 2, 1));
+/// assert!(!m[[1, 10, 10]]);
+/// # Ok::<(), negvol_metrics::MetricsError>(())
+/// ```
+///
 /// # Errors
 /// [`MetricsError::InvalidParameter`] when `max_components` is 0 or `min_fraction` is outside
 /// `[0, 1]` (or NaN); [`MetricsError::TooLarge`] as [`label_components`].
