@@ -161,11 +161,18 @@ pub enum NormConfig {
 
 /// Options of the modern nnU-Net-style U-Net ([`NetConfig::Unet`]).
 ///
-/// Stage `s` has `convs_per_stage` 3x3x3 convolutions (conv with bias, norm, LeakyReLU); the first
-/// conv of every stage but the first down-samples by a strided convolution (`strides[s]`). The
-/// decoder up-samples with a transposed convolution (kernel = stride), concatenates (skip,
-/// up-sampled) and applies `convs_per_stage` convolutions; a 1x1x1 convolution gives the logits.
-/// With deep supervision, every decoder stage has its own 1x1x1 output head.
+/// Stage `s` has `convs_per_stage` convolutions (conv with bias, norm, LeakyReLU) of kernel
+/// `kernel_sizes[s]` (3x3x3 by default) with "same" padding `k / 2` per axis; the first conv of
+/// every stage but the first down-samples by a strided convolution (`strides[s]`). The decoder
+/// up-samples with a transposed convolution (kernel = stride), concatenates (skip, up-sampled)
+/// and applies `convs_per_stage` convolutions with the kernel of the encoder stage of the same
+/// resolution (as nnU-Net does); a 1x1x1 convolution gives the logits. With deep supervision,
+/// every decoder stage has its own 1x1x1 output head.
+///
+/// ```json
+/// {"arch": "unet", "features": [32, 64, 128], "strides": [[1, 1, 1], [2, 2, 1], [2, 2, 2]],
+///  "kernel_sizes": [[3, 3, 1], [3, 3, 3], [3, 3, 3]]}
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UnetConfig {
@@ -179,6 +186,14 @@ pub struct UnetConfig {
     /// Down-sampling stride per stage and axis (i, j, k). Default (`None`): `[1,1,1]` for the
     /// first stage and `[2,2,2]` for the others. Anisotropic strides (e.g. `[2,2,1]`) are allowed.
     pub strides: Option<Vec<[i64; 3]>>,
+    /// Convolution kernel per stage and axis (i, j, k), shallowest first, one entry per stage;
+    /// every size odd and >= 1 (1 on an axis: no mixing of voxels along it at that stage, as
+    /// nnU-Net plans for an axis whose spacing is still more than 2x coarser than the finest).
+    /// Decoder stages use the kernel of the encoder stage of the same resolution. Default
+    /// (`None`): 3x3x3 everywhere. Left out of the JSON when `None`, so default configurations
+    /// (and the checkpoints that carry them) read as before the option existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_sizes: Option<Vec<[i64; 3]>>,
     /// Convolutions per encoder and decoder stage (default 2).
     pub convs_per_stage: usize,
     /// Normalisation (default instance norm).
@@ -197,6 +212,7 @@ impl Default for UnetConfig {
             classes: 2,
             features: vec![32, 64, 128, 256, 320],
             strides: None,
+            kernel_sizes: None,
             convs_per_stage: 2,
             norm: NormConfig::Instance,
             negative_slope: 0.01,
@@ -213,6 +229,14 @@ impl UnetConfig {
             None => (0..self.features.len())
                 .map(|s| if s == 0 { [1, 1, 1] } else { [2, 2, 2] })
                 .collect(),
+        }
+    }
+
+    /// Convolution kernels per stage, with the default (3x3x3 for every stage) filled in.
+    pub fn resolved_kernel_sizes(&self) -> Vec<[i64; 3]> {
+        match &self.kernel_sizes {
+            Some(k) => k.clone(),
+            None => vec![[3, 3, 3]; self.features.len()],
         }
     }
 }
@@ -443,6 +467,25 @@ impl NetConfig {
                     strides.iter().flatten().all(|&s| (1..=4).contains(&s)),
                     || format!("strides must be in 1..=4, got {strides:?}"),
                 )?;
+                if let Some(kernels) = &c.kernel_sizes {
+                    check(kernels.len() == c.features.len(), || {
+                        format!(
+                            "kernel_sizes needs one entry per stage ({}), got {}",
+                            c.features.len(),
+                            kernels.len()
+                        )
+                    })?;
+                    if let Some((s, k)) = kernels
+                        .iter()
+                        .enumerate()
+                        .find(|(_, k)| k.iter().any(|&x| x < 1 || x % 2 == 0))
+                    {
+                        return Err(NetError::Config(format!(
+                            "kernel_sizes[{s}] = {k:?}: every size must be odd and >= 1 \
+                             (padding k / 2 keeps the shape)"
+                        )));
+                    }
+                }
                 if let NormConfig::Group { groups } = c.norm {
                     check(
                         groups >= 1 && c.features.iter().all(|f| f % groups == 0),
@@ -457,5 +500,86 @@ impl NetConfig {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unet(json: &str) -> Result<UnetConfig> {
+        match NetConfig::from_json(json)? {
+            NetConfig::Unet(c) => Ok(c),
+            other => panic!("not a unet: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kernel_sizes_round_trip_through_json() {
+        let cfg = NetConfig::Unet(UnetConfig {
+            features: vec![4, 8, 16],
+            strides: Some(vec![[1, 1, 1], [1, 2, 2], [2, 2, 2]]),
+            kernel_sizes: Some(vec![[1, 3, 3], [3, 5, 1], [3, 3, 3]]),
+            ..Default::default()
+        });
+        let json = cfg.to_json();
+        assert!(json.contains("kernel_sizes"), "{json}");
+        assert_eq!(NetConfig::from_json(&json).unwrap(), cfg);
+        let c =
+            unet(r#"{"arch": "unet", "features": [4, 8], "kernel_sizes": [[1, 3, 3], [3, 3, 3]]}"#)
+                .unwrap();
+        assert_eq!(c.resolved_kernel_sizes(), vec![[1, 3, 3], [3, 3, 3]]);
+    }
+
+    #[test]
+    fn json_without_kernel_sizes_means_three_everywhere_and_is_written_as_before() {
+        // The JSON a configuration serialised to before the option existed (as stored in the
+        // header of older checkpoints).
+        let old = r#"{"arch": "unet", "in_channels": 1, "classes": 3, "features": [4, 8, 16],
+            "strides": null, "convs_per_stage": 2, "norm": {"type": "instance"},
+            "negative_slope": 0.01, "deep_supervision": true}"#;
+        let c = unet(old).unwrap();
+        assert_eq!(c.kernel_sizes, None);
+        assert_eq!(c.resolved_kernel_sizes(), vec![[3, 3, 3]; 3]);
+        // The default is left out, so older readers (deny_unknown_fields) still accept it.
+        let json = NetConfig::Unet(c.clone()).to_json();
+        assert!(!json.contains("kernel_sizes"), "{json}");
+        assert_eq!(unet(&json).unwrap(), c);
+        // Unknown fields are still rejected.
+        let e = unet(r#"{"arch": "unet", "kernel_size": [[3, 3, 3], [3, 3, 3]]}"#).unwrap_err();
+        assert!(matches!(e, NetError::Json { .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_kernel_sizes_are_config_errors() {
+        let cases = [
+            // one entry per stage
+            (r#"[[3, 3, 3]]"#, "one entry per stage (2), got 1"),
+            (
+                r#"[[3, 3, 3], [3, 3, 3], [3, 3, 3]]"#,
+                "one entry per stage (2), got 3",
+            ),
+            (r#"[]"#, "one entry per stage (2), got 0"),
+            // odd and positive
+            (r#"[[3, 3, 3], [3, 2, 3]]"#, "kernel_sizes[1] = [3, 2, 3]"),
+            (r#"[[0, 3, 3], [3, 3, 3]]"#, "kernel_sizes[0] = [0, 3, 3]"),
+            (r#"[[3, 3, -1], [3, 3, 3]]"#, "kernel_sizes[0] = [3, 3, -1]"),
+            (r#"[[3, 3, 3], [4, 4, 4]]"#, "kernel_sizes[1] = [4, 4, 4]"),
+        ];
+        for (k, want) in cases {
+            let json = format!(r#"{{"arch": "unet", "features": [4, 8], "kernel_sizes": {k}}}"#);
+            let e = unet(&json).unwrap_err();
+            assert!(
+                matches!(&e, NetError::Config(m) if m.contains(want)),
+                "{k}: {e}"
+            );
+        }
+        // Not three sizes per stage: rejected by the parser.
+        let e = unet(r#"{"arch": "unet", "features": [4, 8], "kernel_sizes": [[3, 3], [3, 3]]}"#)
+            .unwrap_err();
+        assert!(matches!(e, NetError::Json { .. }), "{e}");
+        // Valid: 1 and odd sizes up to any size.
+        unet(r#"{"arch": "unet", "features": [4, 8], "kernel_sizes": [[1, 1, 1], [5, 7, 3]]}"#)
+            .unwrap();
     }
 }

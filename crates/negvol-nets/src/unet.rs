@@ -1,9 +1,11 @@
 //! A modern configurable U-Net in the style of nnU-Net's `PlainConvUNet`.
 //!
-//! Encoder stage `s`: `convs_per_stage` x (Conv3d 3x3x3 with bias -> norm -> LeakyReLU), the first
-//! conv strided by `strides[s]` (no pooling). Decoder stage (deepest first): transposed conv
+//! Encoder stage `s`: `convs_per_stage` x (Conv3d with bias -> norm -> LeakyReLU) of kernel
+//! `kernel_sizes[s]` (default 3x3x3; padding `k / 2` per axis keeps the shape), the first conv
+//! strided by `strides[s]` (no pooling). Decoder stage (deepest first): transposed conv
 //! (kernel = stride) from the deeper features to the skip's channels, concatenation
-//! `(skip, up)`, `convs_per_stage` convs. A 1x1x1 conv with bias gives the logits; with deep
+//! `(skip, up)`, `convs_per_stage` convs with the kernel of the encoder stage of the same
+//! resolution (nnU-Net v2's `UNetDecoder`). A 1x1x1 conv with bias gives the logits; with deep
 //! supervision every decoder stage has one. Weights: Kaiming-normal with slope 0.01 and zero
 //! biases (nnU-Net's `InitWeights_He(1e-2)`).
 //!
@@ -42,6 +44,7 @@ impl Stage {
         o: &UnetConfig,
         cin: i64,
         cout: i64,
+        kernel: [i64; 3],
         first_stride: [i64; 3],
     ) -> Result<Self> {
         let cp = p / "convs";
@@ -53,7 +56,7 @@ impl Stage {
             } else {
                 (cout, [1, 1, 1])
             };
-            let conv = Conv3d::new(&(&lp / "conv"), rec, ci, cout, [3, 3, 3], st, true, HE)?;
+            let conv = Conv3d::new(&(&lp / "conv"), rec, ci, cout, kernel, st, true, HE)?;
             let np = &lp / "norm";
             let norm = match o.norm {
                 NormConfig::Instance => Norm::group(&np, rec, cout, cout, "InstanceNorm3d")?,
@@ -97,13 +100,22 @@ impl Unet {
         };
         let mut rec = Recorder::default();
         let strides = o.resolved_strides();
+        let kernels = o.resolved_kernel_sizes();
         let f = &o.features;
         let n = f.len();
         let ep = p / "encoder" / "stages";
         let mut enc = Vec::with_capacity(n);
         for s in 0..n {
             let cin = if s == 0 { o.in_channels } else { f[s - 1] };
-            enc.push(Stage::new(&(&ep / s), &mut rec, o, cin, f[s], strides[s])?);
+            enc.push(Stage::new(
+                &(&ep / s),
+                &mut rec,
+                o,
+                cin,
+                f[s],
+                kernels[s],
+                strides[s],
+            )?);
         }
         let dp = p / "decoder";
         let mut transp = Vec::with_capacity(n - 1);
@@ -127,6 +139,8 @@ impl Unet {
                 o,
                 2 * skip,
                 skip,
+                // the kernel of the encoder stage at this resolution (nnU-Net's decoder)
+                kernels[n - 2 - d],
                 [1, 1, 1],
             )?);
             let seg_here = o.deep_supervision || d == n - 2;
