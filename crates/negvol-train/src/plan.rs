@@ -24,7 +24,8 @@
 //!    factor 2 of the finest current spacing; a lone poolable axis needs at least 12 voxels;
 //!    kernels are 3 on an axis once its spacing is within 2x of the finest, else 1; the patch is
 //!    padded up to a multiple of `2^pools` per axis;
-//! 4. **network**: features 32, doubling per stage, capped at 320 ([`PlanOptions::max_features`]);
+//! 4. **network**: the topology's strides and kernels, features 32, doubling per stage, capped
+//!    at 320 ([`PlanOptions::max_features`]);
 //! 5. **memory**: while the estimate at the minimum batch size (2) exceeds the GPU budget, shrink
 //!    the patch axis that is largest relative to the median shape by one divisor step (nnU-Net's
 //!    two-step reduction, so that no valid size is skipped) and re-derive the topology;
@@ -50,10 +51,11 @@
 //! fingerprint (CT air is not zero); 10 million foreground samples over the dataset instead of
 //! 100 million (memory; the 0.5 / 99.5 percentiles of 10^7 draws are exact to well below a HU);
 //! the batch size is rounded down instead of to the nearest integer, so the planned batch never
-//! exceeds the budget; kernels of 1 on too-anisotropic axes are recorded in
-//! [`Plan::kernel_sizes`] but negvol's `unet` uses 3x3x3 everywhere (its configuration has no
-//! per-stage kernel); the paper's networks (`unet3d`, `unet3d-att`, `vnet`) pool all axes
-//! together, so they take the smallest per-axis pool count, at most their published depth.
+//! exceeds the budget; the paper's networks (`unet3d`, `unet3d-att`, `vnet`) pool all axes
+//! together, so they take the smallest per-axis pool count, at most their published depth, and
+//! keep their own kernels. The planned `unet` carries nnU-Net's per-stage kernels
+//! ([`UnetConfig::kernel_sizes`], equal to [`Plan::kernel_sizes`]): 1 on an axis still more than
+//! 2x coarser than the finest, as nnU-Net builds it.
 //!
 //! ```no_run
 //! use negvol_train::plan::{fingerprint, plan, PlanOptions};
@@ -884,8 +886,9 @@ pub struct Plan {
     pub batch_size_dataset_cap: usize,
     /// Down-sampling steps per axis.
     pub pools_per_axis: [usize; 3],
-    /// nnU-Net's convolution kernels per stage (informational: negvol's networks use their
-    /// own kernels, 3x3x3 for `unet`).
+    /// nnU-Net's convolution kernels per stage. The planned `unet` is built with them (its
+    /// [`UnetConfig::kernel_sizes`]); the paper's networks keep their published kernels, so
+    /// for them this is 3x3x3 per level.
     pub kernel_sizes: Vec<[i64; 3]>,
     /// The network (classes = targets + 1).
     pub net: NetConfig,
@@ -985,6 +988,7 @@ fn arch_net(t: &Topology, classes: i64, o: &PlanOptions) -> Result<NetConfig> {
             classes,
             features: f,
             strides: Some(t.strides.clone()),
+            kernel_sizes: Some(t.kernels.clone()),
             convs_per_stage: 2,
             norm: NormConfig::Instance,
             deep_supervision: o.deep_supervision,
@@ -1225,9 +1229,10 @@ impl fmt::Display for Plan {
         )?;
         let layout = match &self.net {
             NetConfig::Unet(c) => format!(
-                "features {:?}, strides {:?}, deep supervision {}",
+                "features {:?}, strides {:?}, kernels {:?}, deep supervision {}",
                 c.features,
                 c.resolved_strides(),
+                c.resolved_kernel_sizes(),
                 c.deep_supervision
             ),
             NetConfig::Unet3d(c) => format!("f_maps {:?}", c.f_maps),
@@ -1375,6 +1380,70 @@ mod tests {
         assert_eq!(t.kernels[1], [3, 3, 3]);
         assert_eq!(*t.kernels.last().unwrap(), [3, 3, 3]);
         assert_eq!(t.kernels.len(), t.strides.len());
+    }
+
+    #[test]
+    fn thick_slices_plan_a_unet_with_kernel_one_that_runs_at_the_planned_patch() {
+        // 20 CT-like cases with 2.5 mm slices along k and 0.5 mm in-plane.
+        let f = fp((0..20)
+            .map(|i| case(&format!("c{i}"), [200 + i, 200, 30], [0.5, 0.5, 2.5]))
+            .collect());
+        assert_eq!(f.anisotropic_axis, Some(2));
+        let p = plan(
+            &f,
+            &PlanOptions {
+                gpu_memory_gib: 0.1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let NetConfig::Unet(c) = &p.net else {
+            panic!("{p:?}")
+        };
+        // k is 5x coarser than i, j: kernel 1 along k at stage 0 (and not strided there).
+        assert_eq!(p.kernel_sizes[0], [3, 3, 1], "{p:?}");
+        assert_eq!(c.strides.as_ref().unwrap()[1], [2, 2, 1], "{p:?}");
+        // The network carries the planned kernels, one per stage, 3x3x3 at the bottleneck.
+        assert_eq!(c.kernel_sizes.as_ref(), Some(&p.kernel_sizes));
+        assert_eq!(p.kernel_sizes.len(), c.features.len());
+        assert_eq!(*p.kernel_sizes.last().unwrap(), [3, 3, 3]);
+        p.net.validate().unwrap();
+        // Through JSON.
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.net, p.net);
+
+        // Built, its first convolution is 3x3x1 and it runs a forward pass at the patch.
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = negvol_nets::build(&vs.root(), &p.net).unwrap();
+        assert!(
+            net.layers()[0].description.contains("k=[3, 3, 1]"),
+            "{:?}",
+            net.layers()[0]
+        );
+        let shape = [
+            1,
+            1,
+            p.patch[0] as i64,
+            p.patch[1] as i64,
+            p.patch[2] as i64,
+        ];
+        let x = tch::Tensor::randn(shape, (tch::Kind::Float, tch::Device::Cpu));
+        let y = tch::no_grad(|| net.forward_t(&x, false)).unwrap();
+        assert_eq!(y.size(), vec![1, 2, shape[2], shape[3], shape[4]]);
+        assert!(bool::try_from(y.isfinite().all()).unwrap());
+        // Kernels of 1 mean fewer parameters than the same network with 3x3x3 everywhere.
+        let all3 = NetConfig::Unet(UnetConfig {
+            kernel_sizes: None,
+            ..c.clone()
+        });
+        let vs3 = tch::nn::VarStore::new(tch::Device::Cpu);
+        negvol_nets::build(&vs3.root(), &all3).unwrap();
+        assert!(
+            negvol_nets::parameter_count(&vs) < negvol_nets::parameter_count(&vs3),
+            "{p:?}"
+        );
+        // The printed plan names the kernels.
+        assert!(p.to_string().contains("kernels [[3, 3, 1]"), "{p}");
     }
 
     #[test]

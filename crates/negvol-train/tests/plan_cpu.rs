@@ -209,3 +209,67 @@ fn a_plan_round_trips_builds_runs_and_trains() {
     let loss = s.state.history[0].train_loss;
     assert!(loss.is_finite(), "{loss}");
 }
+
+#[test]
+fn thick_slice_phantoms_plan_kernel_one_and_the_network_runs_and_trains() {
+    // 0.8 mm in-plane, 3.2 mm slices along k: 48 x 48 x 12 voxels.
+    let thick = PhantomConfig {
+        spacing: [0.8, 0.8, 3.2],
+        ..Default::default()
+    };
+    let shape = thick.grid_shape().unwrap();
+    assert_eq!(shape, [48, 48, 12]);
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &thick, CASES, SEED).unwrap();
+    let spec = DatasetSpec::open(dir.path()).unwrap();
+    let fp = fingerprint_with(&spec, &targets(), &options()).unwrap();
+    // 3.2 > 3 x 0.8 and 12 voxels < 48 / 3: anisotropic along k.
+    assert_eq!(fp.anisotropic_axis, Some(2));
+    let p = plan(
+        &fp,
+        &PlanOptions {
+            gpu_memory_gib: 0.05,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let negvol_nets::NetConfig::Unet(c) = &p.net else {
+        panic!("{p:?}")
+    };
+    // Stage 0 does not mix voxels along the coarse axis; the network is built that way.
+    assert_eq!(p.kernel_sizes[0], [3, 3, 1], "{p}");
+    assert_eq!(c.kernel_sizes.as_ref(), Some(&p.kernel_sizes), "{p}");
+    assert_eq!(c.resolved_strides()[1][2], 1, "k is not pooled first: {p}");
+    let path = dir.path().join("plan.json");
+    p.save(&path).unwrap();
+    let back = Plan::from_json_file(&path).unwrap();
+    // (The f64 fields may differ in the last bit: serde_json parses floats fast, not exactly.)
+    assert_eq!((&back.net, &back.kernel_sizes), (&p.net, &p.kernel_sizes));
+
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = negvol_nets::build(&vs.root(), &p.net).unwrap();
+    let stem = &net.layers()[0];
+    assert!(stem.description.contains("k=[3, 3, 1]"), "{stem:?}");
+    let patch = p.patch.map(|x| x as i64);
+    let x = Tensor::randn(
+        [1, 1, patch[0], patch[1], patch[2]],
+        (Kind::Float, Device::Cpu),
+    );
+    let y = tch::no_grad(|| net.forward_t(&x, false)).unwrap();
+    assert_eq!(y.size(), vec![1, 3, patch[0], patch[1], patch[2]], "{p}");
+
+    // One short epoch with this plan applied.
+    let mut run = RunConfig::default();
+    back.apply_to_run(&mut run);
+    run.train.epochs = 1;
+    run.train.sampler.batches_per_epoch = 1;
+    run.train.sampler.workers = 0;
+    run.train.validation.every = 0;
+    let cases = spec.load(&run.train.targets).unwrap();
+    let mut trainer = build_trainer(&run, Device::Cpu).unwrap();
+    let s = trainer
+        .fit(&cases, &[], &dir.path().join("run"), &mut Silent)
+        .unwrap();
+    let loss = s.state.history[0].train_loss;
+    assert!(loss.is_finite(), "{loss}");
+}
