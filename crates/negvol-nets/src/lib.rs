@@ -3,7 +3,7 @@
 //! 3D segmentation networks on tch (libtorch 2.11 via `tch =0.24.0`): the seed paper's
 //! (Belikova et al., Sci. Rep. 11:16292, 2021) **3D U-Net**, **3D U-Net with attention gates**
 //! and **V-Net**, ported faithfully from its released PyTorch code, plus a **modern
-//! nnU-Net-style U-Net** with configurable depth, widths, strides, normalisation and deep
+//! nnU-Net-style U-Net** with configurable depth, widths, strides, kernel sizes, normalisation and deep
 //! supervision.
 //!
 //! Every network maps `[N, in_channels, ni, nj, nk]` to logits `[N, classes, ni, nj, nk]`

@@ -195,16 +195,23 @@ fn a_plan_round_trips_builds_runs_and_trains() {
     }
 
     // One short epoch with the plan applied (spacing, patch, batch, normalisation, network).
+    train_one_epoch(&back, &spec, dir.path());
+}
+
+/// One single-batch epoch of `plan` applied to a default run on `spec`'s cases; the loss must
+/// be finite.
+fn train_one_epoch(plan: &Plan, spec: &DatasetSpec, dir: &std::path::Path) {
     let mut run = RunConfig::default();
-    back.apply_to_run(&mut run);
+    plan.apply_to_run(&mut run);
     run.train.epochs = 1;
     run.train.sampler.batches_per_epoch = 1;
     run.train.sampler.workers = 0;
     run.train.validation.every = 0;
     let cases = spec.load(&run.train.targets).unwrap();
     let mut trainer = build_trainer(&run, Device::Cpu).unwrap();
-    let out = dir.path().join("run");
-    let s = trainer.fit(&cases, &[], &out, &mut Silent).unwrap();
+    let s = trainer
+        .fit(&cases, &[], &dir.join("run"), &mut Silent)
+        .unwrap();
     assert_eq!(s.state.epoch, 1);
     let loss = s.state.history[0].train_loss;
     assert!(loss.is_finite(), "{loss}");
@@ -243,8 +250,8 @@ fn thick_slice_phantoms_plan_kernel_one_and_the_network_runs_and_trains() {
     let path = dir.path().join("plan.json");
     p.save(&path).unwrap();
     let back = Plan::from_json_file(&path).unwrap();
-    // (The f64 fields may differ in the last bit: serde_json parses floats fast, not exactly.)
-    assert_eq!((&back.net, &back.kernel_sizes), (&p.net, &p.kernel_sizes));
+    // Exact, f64 fields included (serde_json's float_roundtrip feature).
+    assert_eq!(back, p);
 
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let net = negvol_nets::build(&vs.root(), &p.net).unwrap();
@@ -259,17 +266,5 @@ fn thick_slice_phantoms_plan_kernel_one_and_the_network_runs_and_trains() {
     assert_eq!(y.size(), vec![1, 3, patch[0], patch[1], patch[2]], "{p}");
 
     // One short epoch with this plan applied.
-    let mut run = RunConfig::default();
-    back.apply_to_run(&mut run);
-    run.train.epochs = 1;
-    run.train.sampler.batches_per_epoch = 1;
-    run.train.sampler.workers = 0;
-    run.train.validation.every = 0;
-    let cases = spec.load(&run.train.targets).unwrap();
-    let mut trainer = build_trainer(&run, Device::Cpu).unwrap();
-    let s = trainer
-        .fit(&cases, &[], &dir.path().join("run"), &mut Silent)
-        .unwrap();
-    let loss = s.state.history[0].train_loss;
-    assert!(loss.is_finite(), "{loss}");
+    train_one_epoch(&back, &spec, dir.path());
 }
