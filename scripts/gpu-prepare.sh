@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/libtorch.sh
 export LD_LIBRARY_PATH="$PWD/.libtorch/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-BINS="train-bench phantom train eval pipeline metrics"
+BINS="train-bench phantom train eval pipeline metrics plan"
 cargo build --release $(for b in $BINS; do printf -- '--example %s ' "$b"; done)
 rm -rf .gpu.tmp && mkdir -p .gpu.tmp
 for b in $BINS; do

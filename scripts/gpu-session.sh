@@ -3,7 +3,8 @@
 # network). Stage the binaries first on the build machine with scripts/gpu-prepare.sh, then run
 # this from the repository root with `.gpu` carried:
 #
-#   scripts/gpu-session.sh [STAGE ...]     stages: check throughput infer table1 (default: all)
+#   scripts/gpu-session.sh [STAGE ...]     stages: check throughput infer table1 (default: all);
+#                                          planmem (optional, not in the default list)
 #
 # With 15 device minutes per session (start-up included), run it as two calls of at most 600 s:
 #   SESSION_SECONDS=330 scripts/gpu-session.sh check throughput infer
@@ -23,6 +24,9 @@
 # TRAIN_PRECISION (bf16), TRAIN_WORKERS (12 batch-making threads: one thread makes a paper-
 # augmented 112x144x64 patch in about 0.1 s, see crates/negvol-train/benches/sampler.rs),
 # F_MAPS (empty: the paper's widths), BIN (.gpu).
+# PLANMEM_SIZE (160: phantom grid edge at SPACING for planmem), PLANMEM_BUDGETS ("2,8" GiB).
+# planmem (about a minute): `plan` for a few GPU budgets in f32 and bf16, a few training steps of
+# each plan, the plan's memory estimate against the peak GPU memory the process held.
 # With DEVICE=cpu and small sizes the same script runs here as a smoke test.
 set -u
 cd "$(dirname "$0")/.."
@@ -98,6 +102,16 @@ stage_infer() {
         --precisions "$PRECISIONS" --patch "$PATCH" --out "$OUT/infer.jsonl" \
         >"$OUT/infer.md" 2>"$OUT/infer.log"
     cat "$OUT/infer.md" >&2
+}
+
+stage_planmem() {
+    rm -rf "$WORK/planmem"
+    "$BIN/phantom" --out "$WORK/planmem" --cases 2 --seed 7 --size "${PLANMEM_SIZE:-160}" \
+        --spacing "$SPACING" >"$OUT/planmem.log" 2>&1
+    python3 benches/peers/plan_memory.py --bin "$BIN" --data "$WORK/planmem" \
+        --budgets "${PLANMEM_BUDGETS:-2,8}" --precisions f32,bf16 --device "$DEVICE" \
+        --out "$OUT/planmem.jsonl" >"$OUT/planmem.md" 2>>"$OUT/planmem.log"
+    cat "$OUT/planmem.md" >&2
 }
 
 stage_table1() {
@@ -218,7 +232,7 @@ done
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
         || echo "no nvidia-smi (device $DEVICE)"
     python3 -c 'import torch; print("torch", torch.__version__)' 2>/dev/null
-    for f in train_throughput.md infer.md table1/table1.md; do
+    for f in train_throughput.md infer.md table1/table1.md planmem.md; do
         [ -f "$OUT/$f" ] && { echo; echo "## $f"; cat "$OUT/$f"; }
     done
 } >"$OUT/SUMMARY.md" 2>&1
