@@ -1,6 +1,7 @@
 //! How fast one thread makes training batches: the data side of training, which must keep up
 //! with the GPU. One patch of the paper's size (112x144x64) from a 120x150x70 case (the
-//! paper's VOI), with the paper's augmentation, nnU-Net's (default) and none.
+//! paper's VOI), with the paper's augmentation, nnU-Net's (default), none, and the paper's
+//! with the image read by Keys cubic convolution instead of trilinear interpolation.
 //!
 //! `cargo bench -p negvol-train --bench sampler -- --warm-up-time 1 --measurement-time 5`
 //! The batches/s of one thread times `SamplerConfig::workers` is the loader's ceiling; compare
@@ -9,6 +10,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::Array3;
 use negvol_train::augment::AugmentConfig;
+use negvol_train::interp::Interpolation;
 use negvol_train::sampler::{make_batch, PreparedCase, SamplerConfig};
 
 fn case() -> PreparedCase {
@@ -40,6 +42,13 @@ fn bench(c: &mut Criterion) {
         ("none", AugmentConfig::none()),
         ("paper", AugmentConfig::paper()),
         ("nnunet", AugmentConfig::default()),
+        (
+            "paper_cubic",
+            AugmentConfig {
+                image_interpolation: Interpolation::Cubic,
+                ..AugmentConfig::paper()
+            },
+        ),
     ] {
         let mut b = 0usize;
         g.bench_function(BenchmarkId::from_parameter(name), |bn| {

@@ -1,5 +1,5 @@
-//! Voxel interpolation (trilinear for images, nearest for labels) and resampling between
-//! grids through their world coordinates.
+//! Voxel interpolation (trilinear or Keys cubic convolution for images, nearest for labels) and
+//! resampling between grids through their world coordinates.
 
 use ndarray::{Array3, ArrayView3, Zip};
 use negvol_volume::{Geometry, Volume};
@@ -14,6 +14,9 @@ pub enum Interpolation {
     Nearest,
     /// Trilinear (order 1).
     Linear,
+    /// Keys cubic convolution (`a = -0.5`, 4 taps per axis, interpolating, no prefilter): see
+    /// [`sample_cubic`]. Sharper than trilinear between voxels; exact on the grid.
+    Cubic,
 }
 
 /// `x.floor()` as an integer, without a libm call (x86-64's baseline has no `roundsd`). Exact
@@ -119,6 +122,136 @@ pub fn sample_linear(src: &ArrayView3<'_, f32>, p: [f64; 3], fill: f32) -> f32 {
     acc as f32
 }
 
+/// Keys' cubic-convolution weights (`a = -0.5`) of the taps at offsets -1, 0, 1, 2 from
+/// `floor(x)`, for the fraction `t = x - floor(x)` in `[0, 1)`. They sum to 1; at `t = 0` they
+/// are exactly `(0, 1, 0, 0)`.
+#[inline]
+fn keys_weights(t: f64) -> [f64; 4] {
+    let t2 = t * t;
+    let t3 = t2 * t;
+    [
+        0.5 * (-t3 + 2.0 * t2 - t),
+        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+        0.5 * (t3 - t2),
+    ]
+}
+
+/// Keys cubic-convolution interpolation (`a = -0.5`, 4 x 4 x 4 taps, no prefilter) of `src` at
+/// fractional index `p`.
+///
+/// It interpolates (at integer positions inside the array it returns the voxel value exactly)
+/// and reproduces polynomials up to degree 2 exactly away from the edges. Unlike trilinear
+/// interpolation it does not blur between voxels much, but it can overshoot at steps (by up to
+/// about 7 % of the step).
+///
+/// Edges: inside the array's extent (`0 <= p[a] <= n[a] - 1` on every axis) taps beyond the edge
+/// read the nearest edge voxel (clamp to edge), so `fill` never leaks into the volume. Outside,
+/// `fill` enters exactly as in [`sample_linear`]: the result is the value at `p` clamped to the
+/// extent, blended with `fill` by the product over axes of `1 - d` (`d` the distance beyond the
+/// extent, in voxels), so one voxel or more beyond the extent (or far away, infinite, or an
+/// empty array) reads `fill`. A NaN position gives NaN.
+#[inline]
+pub fn sample_cubic(src: &ArrayView3<'_, f32>, p: [f64; 3], fill: f32) -> f32 {
+    let sh = src.shape();
+    if p.iter().any(|x| x.is_nan()) {
+        return f32::NAN;
+    }
+    if p.iter().any(|x| !(x.abs() < 4.0e15)) || sh.contains(&0) {
+        return fill;
+    }
+    // Distance beyond the extent per axis, and the position clamped onto it.
+    let mut q = p;
+    let mut w_in = 1.0f64;
+    for a in 0..3 {
+        let hi = (sh[a] - 1) as f64;
+        let d = if p[a] < 0.0 {
+            q[a] = 0.0;
+            -p[a]
+        } else if p[a] > hi {
+            q[a] = hi;
+            p[a] - hi
+        } else {
+            0.0
+        };
+        if d >= 1.0 {
+            return fill;
+        }
+        w_in *= 1.0 - d;
+    }
+    let v = cubic_inside(src, q);
+    if w_in == 1.0 {
+        v as f32
+    } else {
+        (w_in * v + (1.0 - w_in) * fill as f64) as f32
+    }
+}
+
+/// [`sample_cubic`] at a position within the array's extent (taps clamped to the edge), in f64.
+#[inline]
+fn cubic_inside(src: &ArrayView3<'_, f32>, q: [f64; 3]) -> f64 {
+    let sh = src.shape();
+    let b = [floor_i64(q[0]), floor_i64(q[1]), floor_i64(q[2])];
+    let w = [
+        keys_weights(q[0] - b[0] as f64),
+        keys_weights(q[1] - b[1] as f64),
+        keys_weights(q[2] - b[2] as f64),
+    ];
+    let inside = (0..3).all(|a| b[a] >= 1 && b[a] + 2 < sh[a] as i64);
+    // Fast path: all 64 taps inside a standard-layout array.
+    if let (true, Some(data)) = (inside, src.as_slice()) {
+        let (s0, s1) = (sh[1] * sh[2], sh[2]);
+        let base = (b[0] - 1) as usize * s0 + (b[1] - 1) as usize * s1 + (b[2] - 1) as usize;
+        let mut acc = 0.0f64;
+        for (dx, wx) in w[0].iter().enumerate() {
+            if *wx == 0.0 {
+                continue;
+            }
+            let mut plane = 0.0f64;
+            for (dy, wy) in w[1].iter().enumerate() {
+                if *wy == 0.0 {
+                    continue;
+                }
+                let row = &data[base + dx * s0 + dy * s1..][..4];
+                let mut r = 0.0f64;
+                for (v, wz) in row.iter().zip(&w[2]) {
+                    if *wz != 0.0 {
+                        r += wz * *v as f64;
+                    }
+                }
+                plane += wy * r;
+            }
+            acc += wx * plane;
+        }
+        return acc;
+    }
+    // General path: taps clamped to the edge, any layout.
+    let idx = |a: usize, d: usize| (b[a] - 1 + d as i64).clamp(0, sh[a] as i64 - 1) as usize;
+    let mut acc = 0.0f64;
+    for (dx, wx) in w[0].iter().enumerate() {
+        if *wx == 0.0 {
+            continue;
+        }
+        let i = idx(0, dx);
+        let mut plane = 0.0f64;
+        for (dy, wy) in w[1].iter().enumerate() {
+            if *wy == 0.0 {
+                continue;
+            }
+            let j = idx(1, dy);
+            let mut r = 0.0f64;
+            for (dz, wz) in w[2].iter().enumerate() {
+                if *wz != 0.0 {
+                    r += wz * src[[i, j, idx(2, dz)]] as f64;
+                }
+            }
+            plane += wy * r;
+        }
+        acc += wx * plane;
+    }
+    acc
+}
+
 /// Nearest-neighbour lookup of `src` at fractional index `p` (rounding half away from zero);
 /// outside the array (or at a NaN position) it reads `fill`.
 #[inline]
@@ -173,6 +306,7 @@ pub fn resample_image(
         }
         *o = match interp {
             Interpolation::Linear => sample_linear(&view, p, fill),
+            Interpolation::Cubic => sample_cubic(&view, p, fill),
             Interpolation::Nearest => sample_nearest(&view, p, fill),
         };
     });
@@ -313,6 +447,168 @@ mod tests {
         assert_abs_diff_eq!(sample_linear(&v, [-0.5, 0.0, 0.0], -8.0), -4.0);
         assert_eq!(sample_nearest(&v, [3.4, 4.4, 5.4], -1.0), a[[3, 4, 5]]);
         assert_eq!(sample_nearest(&v, [3.6, 0.0, 0.0], -1.0), -1.0);
+    }
+
+    /// A quadratic in all three indices (every monomial up to degree 2).
+    fn quadratic(i: f64, j: f64, k: f64) -> f64 {
+        0.05 * i * i - 0.03 * i * j + 0.02 * j * j + 0.04 * j * k - 0.06 * k * k
+            + 0.01 * i * k
+            + 0.7 * i
+            - 0.4 * j
+            + 0.3 * k
+            + 2.0
+    }
+
+    #[test]
+    fn cubic_is_exact_on_grid_and_reproduces_quadratics_inside() {
+        let n = (9, 10, 11);
+        let q = Array3::from_shape_fn(n, |(i, j, k)| {
+            quadratic(i as f64, j as f64, k as f64) as f32
+        });
+        let lin = Array3::from_shape_fn(n, |(i, j, k)| {
+            (0.7 * i as f64 - 0.4 * j as f64 + 0.3 * k as f64 + 2.0) as f32
+        });
+        // Exactly the voxel on the grid, edges and corners included.
+        for a in [&q, &lin] {
+            for ((i, j, k), v) in a.indexed_iter() {
+                let p = [i as f64, j as f64, k as f64];
+                assert_eq!(
+                    sample_cubic(&a.view(), p, -5.0).to_bits(),
+                    v.to_bits(),
+                    "{p:?}"
+                );
+            }
+        }
+        // Between voxels, wherever all 64 taps are inside: polynomials of degree <= 2 exactly.
+        let mut n_checked = 0;
+        for i in 0..25 {
+            for j in 0..23 {
+                for k in 0..29 {
+                    let p = [
+                        1.0 + i as f64 * 0.2333,
+                        1.0 + j as f64 * 0.2871,
+                        1.0 + k as f64 * 0.2707,
+                    ];
+                    if (0..3).any(|a| p[a] >= [n.0, n.1, n.2][a] as f64 - 2.0) {
+                        continue;
+                    }
+                    assert_abs_diff_eq!(
+                        sample_cubic(&q.view(), p, -5.0) as f64,
+                        quadratic(p[0], p[1], p[2]),
+                        epsilon = 2e-5
+                    );
+                    assert_abs_diff_eq!(
+                        sample_cubic(&lin.view(), p, -5.0) as f64,
+                        0.7 * p[0] - 0.4 * p[1] + 0.3 * p[2] + 2.0,
+                        epsilon = 2e-5
+                    );
+                    n_checked += 1;
+                }
+            }
+        }
+        assert!(n_checked > 5000, "{n_checked}");
+        // A cubic is not reproduced (the kernel is exact up to degree 2 only): the test can fail.
+        let c = Array3::from_shape_fn(n, |(i, _, _)| (i as f64).powi(3) as f32);
+        assert!((sample_cubic(&c.view(), [3.25, 4.0, 4.0], 0.0) - 34.328125).abs() > 0.05);
+    }
+
+    #[test]
+    fn fast_and_general_cubic_paths_agree_bit_for_bit() {
+        let a = Array3::from_shape_fn((7, 6, 5), |(i, j, k)| {
+            ((i * 37 + j * 11 + k * 5) % 17) as f32 - 3.3
+        });
+        let big = Array3::from_shape_fn((14, 6, 5), |(i, j, k)| {
+            if i % 2 == 0 {
+                a[[i / 2, j, k]]
+            } else {
+                f32::NAN
+            }
+        });
+        let strided = big.slice(ndarray::s![..;2, .., ..]);
+        assert!(strided.as_slice().is_none());
+        for i in 0..40 {
+            for j in 0..30 {
+                for k in 0..25 {
+                    let p = [
+                        i as f64 * 0.23 - 1.6,
+                        j as f64 * 0.27 - 1.3,
+                        k as f64 * 0.29 - 1.2,
+                    ];
+                    let fast = sample_cubic(&a.view(), p, -9.0);
+                    let slow = sample_cubic(&strided, p, -9.0);
+                    assert_eq!(fast.to_bits(), slow.to_bits(), "{p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cubic_is_symmetric_under_flips() {
+        let n = [8usize, 7, 6];
+        let a = Array3::from_shape_fn(n, |(i, j, k)| {
+            (((i * 7919 + j * 104_729 + k * 1299) % 101) as f32) / 10.0
+        });
+        for ax in 0..3 {
+            let mut f = a.clone();
+            f.invert_axis(ndarray::Axis(ax));
+            for s in 0..400 {
+                // Inside, near the edges and up to a voxel outside.
+                let p: [f64; 3] = std::array::from_fn(|b| {
+                    -1.2 + ((s * (7 + 3 * b) + 11 * b) % 97) as f64 / 96.0 * (n[b] as f64 + 1.4)
+                });
+                let mut pf = p;
+                pf[ax] = (n[ax] - 1) as f64 - p[ax];
+                assert_abs_diff_eq!(
+                    sample_cubic(&a.view(), p, 3.0),
+                    sample_cubic(&f.view(), pf, 3.0),
+                    epsilon = 1e-4
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cubic_reads_fill_outside_like_linear() {
+        let a = Array3::from_shape_fn((5, 6, 7), |(i, j, k)| (i * 3 + 2 * j + k) as f32 + 1.0);
+        let v = a.view();
+        for p in [
+            [-1.0, 2.0, 3.0],
+            [5.0, 2.0, 3.0],
+            [2.0, -3.5, 3.0],
+            [2.0, 2.0, 7.2],
+            [1e300, 0.0, 0.0],
+            [f64::NEG_INFINITY, 0.0, 0.0],
+        ] {
+            assert_eq!(sample_cubic(&v, p, -7.0), -7.0, "{p:?}");
+        }
+        assert!(sample_cubic(&v, [0.0, f64::NAN, 0.0], -7.0).is_nan());
+        let empty = Array3::<f32>::zeros((0, 3, 3));
+        assert_eq!(sample_cubic(&empty.view(), [0.0; 3], -7.0), -7.0);
+        // Less than a voxel outside (grid positions on the other axes): the same blend of the
+        // edge value and `fill` as trilinear interpolation.
+        for p in [
+            [-0.5, 2.0, 3.0],
+            [4.25, 0.0, 6.0],
+            [-0.3, -0.6, 2.0],
+            [4.9, 5.1, 6.5],
+        ] {
+            assert_abs_diff_eq!(
+                sample_cubic(&v, p, -7.0),
+                sample_linear(&v, p, -7.0),
+                epsilon = 1e-5
+            );
+        }
+        assert_abs_diff_eq!(sample_cubic(&v, [-0.5, 0.0, 0.0], -7.0), -3.0);
+        // Continuous across the extent; inside, near the edge, no fill leaks in (clamped taps).
+        let inner = sample_cubic(&v, [0.0, 2.5, 3.0], -7.0);
+        assert_abs_diff_eq!(
+            sample_cubic(&v, [-1e-9, 2.5, 3.0], -7.0),
+            inner,
+            epsilon = 1e-5
+        );
+        // Taps 1, 1 (clamped), 4, 7 with weights (-1, 9, 9, -1) / 16.
+        assert_eq!(sample_cubic(&v, [0.5, 0.0, 0.0], -1e6), 2.3125);
+        assert_eq!(sample_cubic(&v, [0.5, 0.0, 0.0], 0.0), 2.3125);
     }
 
     #[test]

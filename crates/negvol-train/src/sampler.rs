@@ -375,6 +375,7 @@ impl Drop for Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interp::Interpolation;
 
     fn case(id: &str, n: usize) -> PreparedCase {
         let lab = Array3::from_shape_fn((n, n, n), |(i, j, k)| u8::from(i < 3 && j < 3 && k < 3));
@@ -419,11 +420,15 @@ mod tests {
         let img = Array3::from_shape_fn(n, |(i, j, k)| (i * 1000 + j * 30 + k) as f32);
         let lab = Array3::from_shape_fn(n, |(i, j, k)| u8::from((i + 2 * j + 3 * k) % 5 == 0));
         let cases = vec![PreparedCase::new("a", img.clone(), lab.clone(), [1.0; 3]).unwrap()];
-        for patch in [[4, 4, 4], [5, 6, 3], [6, 5, 2]] {
+        for (patch, interp) in [[4, 4, 4], [5, 6, 3], [6, 5, 2]]
+            .into_iter()
+            .flat_map(|p| [(p, Interpolation::Linear), (p, Interpolation::Cubic)])
+        {
             for flip in [false, true] {
                 let aug = AugmentConfig {
                     flip_prob: if flip { 1.0 } else { 0.0 },
                     flip_axes: vec![0, 1, 2],
+                    image_interpolation: interp,
                     ..AugmentConfig::none()
                 };
                 let cfg = SamplerConfig {
@@ -445,7 +450,7 @@ mod tests {
                         assert_eq!(
                             img.get([a, b, c]),
                             Some(v),
-                            "patch {patch:?} flip {flip} sample {s}: image voxel ({i}, {j}, {k}) = {v} is not a voxel of the case (interpolated)"
+                            "patch {patch:?} {interp:?} flip {flip} sample {s}: image voxel ({i}, {j}, {k}) = {v} is not a voxel of the case (interpolated)"
                         );
                         assert_eq!(
                             pl[[i, j, k]],
