@@ -9,7 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::Array3;
-use negvol_train::augment::AugmentConfig;
+use negvol_train::augment::{sample_patch, AugmentConfig, SpatialTransform};
 use negvol_train::interp::Interpolation;
 use negvol_train::sampler::{make_batch, PreparedCase, SamplerConfig};
 
@@ -55,6 +55,31 @@ fn bench(c: &mut Criterion) {
             bn.iter(|| {
                 b += 1;
                 make_batch(&cases, &cfg, &aug, 7, 0, b)
+            })
+        });
+    }
+    g.finish();
+
+    // The image read alone: one patch through a fixed 10-degree rotation (every read off the
+    // grid), trilinear against Keys cubic convolution.
+    let c0 = &cases[0];
+    let (s, co) = 10f64.to_radians().sin_cos();
+    let mut rot = SpatialTransform::identity();
+    rot.matrix = [[co, -s, 0.0], [s, co, 0.0], [0.0, 0.0, 1.0]];
+    let mut g = c.benchmark_group("sample_patch_112x144x64_rot10");
+    g.sample_size(10);
+    for interp in [Interpolation::Linear, Interpolation::Cubic] {
+        let t = rot.clone().with_image_interpolation(interp);
+        g.bench_function(BenchmarkId::from_parameter(format!("{interp:?}")), |bn| {
+            bn.iter(|| {
+                sample_patch(
+                    &c0.image.view(),
+                    &c0.label.view(),
+                    [60.0, 75.5, 35.5],
+                    [112, 144, 64],
+                    &t,
+                    c0.fill,
+                )
             })
         });
     }
