@@ -387,10 +387,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fast_and_general_trilinear_paths_agree_bit_for_bit() {
-        // `a` is standard layout (fast path); the same values seen through a strided view of a
-        // bigger array take the general path.
+    /// `a` (standard layout: the samplers' fast path) and a bigger array whose even `i` planes
+    /// hold the same values: sliced `[..;2, .., ..]` it is a strided view (the general path).
+    fn standard_and_strided_twin() -> (Array3<f32>, Array3<f32>) {
         let a = Array3::from_shape_fn((7, 6, 5), |(i, j, k)| {
             ((i * 37 + j * 11 + k * 5) % 17) as f32 - 3.3
         });
@@ -401,8 +400,14 @@ mod tests {
                 f32::NAN
             }
         });
+        assert!(big.slice(ndarray::s![..;2, .., ..]).as_slice().is_none());
+        (a, big)
+    }
+
+    #[test]
+    fn fast_and_general_trilinear_paths_agree_bit_for_bit() {
+        let (a, big) = standard_and_strided_twin();
         let strided = big.slice(ndarray::s![..;2, .., ..]);
-        assert!(strided.as_slice().is_none());
         let mut n = 0;
         for i in 0..30 {
             for j in 0..13 {
@@ -514,18 +519,8 @@ mod tests {
 
     #[test]
     fn fast_and_general_cubic_paths_agree_bit_for_bit() {
-        let a = Array3::from_shape_fn((7, 6, 5), |(i, j, k)| {
-            ((i * 37 + j * 11 + k * 5) % 17) as f32 - 3.3
-        });
-        let big = Array3::from_shape_fn((14, 6, 5), |(i, j, k)| {
-            if i % 2 == 0 {
-                a[[i / 2, j, k]]
-            } else {
-                f32::NAN
-            }
-        });
+        let (a, big) = standard_and_strided_twin();
         let strided = big.slice(ndarray::s![..;2, .., ..]);
-        assert!(strided.as_slice().is_none());
         for i in 0..40 {
             for j in 0..30 {
                 for k in 0..25 {
