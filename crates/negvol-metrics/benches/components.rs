@@ -7,6 +7,8 @@
 //! `benches/peers/components_peers.py` compares the same kinds of mask with
 //! `scipy.ndimage.label` side by side.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ndarray::Array3;
 use negvol_metrics::components::{
@@ -36,19 +38,7 @@ fn random30() -> Array3<bool> {
 }
 
 fn bench(c: &mut Criterion) {
-    let all = rayon::current_num_threads();
-    let pools: Vec<(String, rayon::ThreadPool)> = [1, all]
-        .iter()
-        .map(|&t| {
-            (
-                format!("t{t}"),
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .expect("thread pool"),
-            )
-        })
-        .collect();
+    let pools = common::thread_pools();
     for (name, m) in [
         ("sphere_pair_256", sphere_pair()),
         ("random30_128", random30()),

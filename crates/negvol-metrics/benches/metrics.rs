@@ -6,6 +6,8 @@
 //! `cargo bench -p negvol-metrics --bench metrics -- --warm-up-time 1 --measurement-time 3 128`
 //! (set `NEGVOL_BENCH_LARGE=1` to include 256^3 and 512x512x300).
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::{Array3, Axis};
 use negvol_metrics::edt::squared_edt;
@@ -65,19 +67,7 @@ fn sizes() -> Vec<[usize; 3]> {
 
 fn bench(c: &mut Criterion) {
     let sp = [0.4, 0.4, 0.4];
-    let all = rayon::current_num_threads();
-    let pools: Vec<(String, rayon::ThreadPool)> = [1, all]
-        .iter()
-        .map(|&t| {
-            (
-                format!("t{t}"),
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .expect("thread pool"),
-            )
-        })
-        .collect();
+    let pools = common::thread_pools();
     for shape in sizes() {
         let (r, p) = pair(shape);
         let name = format!("{}x{}x{}", shape[0], shape[1], shape[2]);
