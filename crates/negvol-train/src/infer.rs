@@ -349,10 +349,6 @@ pub fn to_prediction(
     probs: &Array4<f32>,
     geometry: &negvol_volume::Geometry,
 ) -> Result<Prediction> {
-    let vol = |e| TrainError::Volume {
-        context: "prediction".into(),
-        source: e,
-    };
     let c = probs.shape()[0];
     if c > 256 {
         return Err(TrainError::Network(format!(
@@ -365,23 +361,60 @@ pub fn to_prediction(
                 probs.index_axis(ndarray::Axis(0), i).to_owned(),
                 geometry.clone(),
             )
-            .map_err(vol)
+            .map_err(|source| TrainError::Volume {
+                context: "prediction".into(),
+                source,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let s = geometry.shape();
-    let labels = Array3::from_shape_fn((s[0], s[1], s[2]), |(i, j, k)| {
-        let mut best = 0usize;
-        for ch in 1..c {
-            if probs[[ch, i, j, k]] > probs[[best, i, j, k]] {
-                best = ch;
-            }
+    Prediction::from_probabilities(probabilities)
+}
+
+impl Prediction {
+    /// A prediction from per-class probability maps (class 0 = background) that share one
+    /// geometry: the label map is their argmax (on a tie the lowest class wins, as in
+    /// [`to_prediction`]). The maps are kept as given, not copied. Errors: no map, more than
+    /// 256 classes (a `u8` label map), or maps of different geometries.
+    pub fn from_probabilities(probabilities: Vec<Volume<f32>>) -> Result<Self> {
+        let c = probabilities.len();
+        let Some(first) = probabilities.first() else {
+            return Err(TrainError::Network(
+                "a prediction needs at least one probability map".into(),
+            ));
+        };
+        if c > 256 {
+            return Err(TrainError::Network(format!(
+                "{c} classes do not fit a u8 label map"
+            )));
         }
-        best as u8
-    });
-    Ok(Prediction {
-        probabilities,
-        labels: Volume::new(labels, geometry.clone()).map_err(vol)?,
-    })
+        let geometry = first.geometry().clone();
+        if let Some(i) = probabilities.iter().position(|p| p.geometry() != &geometry) {
+            return Err(TrainError::Network(format!(
+                "probability map {i} has geometry {:?}, map 0 {:?}",
+                probabilities[i].geometry(),
+                geometry
+            )));
+        }
+        let maps: Vec<&Array3<f32>> = probabilities.iter().map(|p| p.data()).collect();
+        let s = geometry.shape();
+        let labels = Array3::from_shape_fn((s[0], s[1], s[2]), |ijk| {
+            let mut best = 0usize;
+            for ch in 1..c {
+                if maps[ch][ijk] > maps[best][ijk] {
+                    best = ch;
+                }
+            }
+            best as u8
+        });
+        let labels = Volume::new(labels, geometry).map_err(|source| TrainError::Volume {
+            context: "prediction".into(),
+            source,
+        })?;
+        Ok(Self {
+            probabilities,
+            labels,
+        })
+    }
 }
 
 #[cfg(test)]
