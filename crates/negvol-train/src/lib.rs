@@ -19,6 +19,9 @@
 //! - [`run`]: the whole run as one JSON ([`run::RunConfig`]) with the negvol networks and losses
 //!   (deep supervision with nnU-Net's weights for networks that have it),
 //!   cross-validation, and [`run::LoadedModel`] for inference from a checkpoint;
+//! - [`ensemble`]: several models predicting together ([`ensemble::Ensemble`]: the mean of
+//!   their softmax probabilities, then the argmax, e.g. the K models of a cross-validation
+//!   folder `fold_*/`), as nnU-Net ensembles its folds;
 //! - [`postprocess`]: keep the largest connected components of a predicted mask;
 //! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing);
 //! - [`locate`]: the joint locator (coarse heatmap network x mean-mask atlas prior -> one
@@ -45,6 +48,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
+pub mod ensemble;
 mod error;
 pub mod infer;
 pub mod interp;
