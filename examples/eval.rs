@@ -1,8 +1,18 @@
-//! Evaluate a trained model on a dataset in the seed paper's Table 1 layout.
+//! Evaluate a trained model, or an ensemble of models, on a dataset in the seed paper's Table 1
+//! layout.
 //!
 //! ```text
 //! cargo run --release --example eval -- --model-file runs/mc/best.json --input-data test --csv mc.csv
+//! # the K models of `train --folds K --out runs/cv` as one ensemble:
+//! cargo run --release --example eval -- --model-file runs/cv --input-data test
 //! ```
+//! `--model-file` may be given several times, and each may be a checkpoint, a training output
+//! folder (its best.json, else last.json) or a cross-validation folder (`fold_*/`, in fold
+//! order). With more than one model every case is segmented by the argmax of the mean of their
+//! softmax probabilities (`negvol_train::ensemble::Ensemble`; every model keeps its own
+//! preprocessing and sliding-window settings; all must segment the same targets in the same
+//! order). One model gives the same output as before ensembles existed.
+//!
 //! Per structure: DICE (%), CE (mean per-voxel cross-entropy of the predicted foreground
 //! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
 //! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
@@ -22,15 +32,18 @@ use negvol::{clean_predicted_masks, derive_nv, CleanupConfig, ComponentFilter, N
 use negvol_metrics::{
     cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Note, Report,
 };
-use negvol_train::run::{parse_device, LoadedModel};
+use negvol_train::ensemble::{Ensemble, InferenceOverrides};
+use negvol_train::run::parse_device;
 use negvol_train::DatasetSpec;
 
 #[derive(Parser, Debug)]
-#[command(about = "Evaluate a negvol model (Table 1 layout)")]
+#[command(about = "Evaluate a negvol model or an ensemble of models (Table 1 layout)")]
 struct Args {
-    /// Checkpoint (best.json / best.safetensors).
-    #[arg(long)]
-    model_file: PathBuf,
+    /// Checkpoint (best.json / best.safetensors), training output folder (its best.json, else
+    /// last.json) or cross-validation folder (every fold_*/best.json, else last.json). Repeat
+    /// for an ensemble: the mean of the models' probabilities, then the argmax.
+    #[arg(long, required = true)]
+    model_file: Vec<PathBuf>,
     /// Dataset folder or manifest.
     #[arg(long)]
     input_data: PathBuf,
@@ -46,10 +59,10 @@ struct Args {
     /// Flip test-time augmentation.
     #[arg(long)]
     tta: bool,
-    /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: the model's).
+    /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: each model's own).
     #[arg(long)]
     precision: Option<String>,
-    /// Sliding-window overlap (default: the model's).
+    /// Sliding-window overlap (default: each model's own).
     #[arg(long)]
     overlap: Option<f64>,
     /// NV rows: keep at most this many components of predicted MC and TB (0: all).
@@ -134,20 +147,44 @@ fn nv_row(
     ])
 }
 
+/// `what` of the members: their distinct values joined by `+`, in member order.
+fn describe(e: &Ensemble, what: impl Fn(&negvol_train::run::LoadedModel) -> String) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for m in e.members() {
+        let v = what(m);
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen.join("+")
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
-    let model = LoadedModel::load(&a.model_file, device)?;
+    let ensemble = Ensemble::load(&a.model_file, device)?;
+    if ensemble.members().len() > 1 {
+        println!("ensemble of {} models:", ensemble.members().len());
+        for m in ensemble.members() {
+            println!("  {} ({})", m.path.display(), m.model.net.arch());
+        }
+    }
+    // Every member segments the same targets in the same order (checked on load).
+    let model = &ensemble.members()[0];
     let targets = model.train.targets.clone();
-    let mut inf = model.train.validation.inference.clone();
-    inf.flip_tta |= a.tta;
-    if let Some(o) = a.overlap {
-        inf.overlap = o;
-    }
-    if let Some(p) = &a.precision {
-        inf.precision = serde_json::from_value(serde_json::Value::String(p.clone()))
-            .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?;
-    }
+    let precision = match &a.precision {
+        Some(p) => Some(
+            serde_json::from_value(serde_json::Value::String(p.clone()))
+                .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?,
+        ),
+        None => None,
+    };
+    let overrides = InferenceOverrides {
+        flip_tta: a.tta.then_some(true),
+        overlap: a.overlap,
+        batch_size: None,
+        precision,
+    };
     let spec = DatasetSpec::open(&a.input_data)?;
     let opts = EvalOptions {
         tolerance_mm: a.tolerance_mm,
@@ -177,7 +214,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = std::time::Instant::now();
     for c in &spec.cases {
         let case = negvol_train::dataset::load_case(c, &targets)?;
-        let pred = model.predict(&case.image, Some(&inf))?;
+        let pred = ensemble.predict_overriding(&case.image, &overrides)?;
         for (t, name) in targets.iter().enumerate() {
             let cls = (t + 1) as u8;
             let truth = case.label.data().mapv(|v| v == cls);
@@ -236,8 +273,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "| Obj | Score | {} ({}, {} cases) |",
-        model.model.net.arch(),
-        model.model.loss.name(),
+        match ensemble.members().len() {
+            1 => model.model.net.arch().to_string(),
+            k => format!(
+                "ensemble of {k} {}",
+                describe(&ensemble, |m| m.model.net.arch().to_string())
+            ),
+        },
+        describe(&ensemble, |m| m.model.loss.name().to_string()),
         spec.cases.len()
     );
     println!("|---|---|---|");

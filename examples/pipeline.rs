@@ -18,6 +18,17 @@
 //! With `--locator runs/locator/locator.json` (made by the `train-locator` example) the joints
 //! are located first and MC/TB are segmented only inside each joint's VOI (plus
 //! `--voi-margin-mm`), then pasted back into full-size masks; outside the VOIs both are empty.
+//!
+//! `--mc-model` and `--tb-model` may each be given several times, and each may be a checkpoint,
+//! a training output folder (its best.json, else last.json) or a cross-validation folder
+//! (`fold_*/`, in fold order): the structure is then segmented by an ensemble, the argmax of
+//! the mean of the models' softmax probabilities (`negvol_train::ensemble::Ensemble`; the
+//! models of one flag must segment the same targets in the same order). One model per flag
+//! gives the same output as before ensembles existed.
+//!
+//! ```text
+//! cargo run --release --example pipeline -- --image ct.nii.gz --mc-model runs/cv --tb-model runs/cv --out out/ct
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -27,10 +38,11 @@ use negvol::{
     ComponentFilter, NvConfig, OutputOptions,
 };
 use negvol_metrics::{evaluate_pair, EvalOptions};
+use negvol_train::ensemble::{Ensemble, InferenceOverrides};
 use negvol_train::locate::{paste_merge, Locator};
 use negvol_train::preprocess::crop;
 use negvol_train::refine::{refine_tb, RefineConfig};
-use negvol_train::run::{parse_device, LoadedModel};
+use negvol_train::run::parse_device;
 use negvol_volume::Volume;
 
 #[derive(Parser, Debug)]
@@ -39,13 +51,17 @@ struct Args {
     /// Input CT (NIfTI, HU).
     #[arg(long)]
     image: PathBuf,
-    /// Condyle model (checkpoint .json or .safetensors); its first target is used.
-    #[arg(long)]
-    mc_model: PathBuf,
-    /// Temporal-bone model; its first target is used. May be the same file as --mc-model when
-    /// one model segments both (targets mc and tb).
-    #[arg(long)]
-    tb_model: PathBuf,
+    /// Condyle model: checkpoint (.json or .safetensors), training output folder (its
+    /// best.json, else last.json) or cross-validation folder (every fold_*/best.json, else
+    /// last.json); its target `mc`, else its first target, is used. Repeat for an ensemble (the
+    /// mean of the models' probabilities).
+    #[arg(long, required = true)]
+    mc_model: Vec<PathBuf>,
+    /// Temporal-bone model(s), as --mc-model; its target `tb`, else its first target, is used.
+    /// May be the same as --mc-model when one model (or ensemble) segments both (targets mc
+    /// and tb).
+    #[arg(long, required = true)]
+    tb_model: Vec<PathBuf>,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -90,20 +106,21 @@ struct Args {
     device: String,
 }
 
-/// Mask of `target` (by name; else the model's first target) predicted by `model`, and its
-/// probability.
+/// Mask of `target` (by name; else the model's first target) predicted by `model` (one model
+/// or an ensemble), and its probability.
 fn segment(
-    model: &LoadedModel,
+    model: &Ensemble,
     image: &Volume<f32>,
     target: &str,
     tta: bool,
 ) -> Result<(Volume<bool>, Volume<f32>), Box<dyn std::error::Error>> {
-    let mut inf = model.train.validation.inference.clone();
-    inf.flip_tta |= tta;
-    let pred = model.predict(image, Some(&inf))?;
+    let overrides = InferenceOverrides {
+        flip_tta: tta.then_some(true),
+        ..Default::default()
+    };
+    let pred = model.predict_overriding(image, &overrides)?;
     let t = model
-        .train
-        .targets
+        .targets()
         .iter()
         .position(|x| x == target)
         .unwrap_or(0);
@@ -157,7 +174,7 @@ fn locate_vois(
 /// [`segment`] on the whole image, or only inside `vois` with the results pasted back into
 /// full-size volumes (masks or-ed, probabilities maxed where VOIs overlap).
 fn segment_in(
-    model: &LoadedModel,
+    model: &Ensemble,
     image: &Volume<f32>,
     target: &str,
     tta: bool,
@@ -211,6 +228,22 @@ fn score(
     }))
 }
 
+/// The model or ensemble of `--mc-model` / `--tb-model` (members listed when more than one).
+fn load_models(
+    what: &str,
+    paths: &[PathBuf],
+    device: negvol_train::tch::Device,
+) -> Result<Ensemble, Box<dyn std::error::Error>> {
+    let e = Ensemble::load(paths, device)?;
+    if e.members().len() > 1 {
+        println!("{what}: ensemble of {} models:", e.members().len());
+        for m in e.members() {
+            println!("  {} ({})", m.path.display(), m.model.net.arch());
+        }
+    }
+    Ok(e)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
@@ -220,12 +253,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => Some(locate_vois(p, &image, device, a.voi_margin_mm)?),
         None => None,
     };
-    let mc_model = LoadedModel::load(&a.mc_model, device)?;
+    let mc_model = load_models("MC", &a.mc_model, device)?;
     let (mut mc, mc_prob) = segment_in(&mc_model, &image, "mc", a.tta, vois.as_deref())?;
     let tb_model = if a.tb_model == a.mc_model {
         None
     } else {
-        Some(LoadedModel::load(&a.tb_model, device)?)
+        Some(load_models("TB", &a.tb_model, device)?)
     };
     let (mut tb_raw, tb_prob) = segment_in(
         tb_model.as_ref().unwrap_or(&mc_model),

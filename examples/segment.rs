@@ -1,21 +1,31 @@
-//! Segment a CT with a trained model: label map (and optionally probabilities) as NIfTI in the
-//! CT's own geometry.
+//! Segment a CT with a trained model, or an ensemble of models: label map (and optionally
+//! probabilities) as NIfTI in the CT's own geometry.
 //!
 //! ```text
 //! cargo run --release --example segment -- --model-file runs/mc/best.json --image ct.nii.gz --out mc.nii.gz
+//! # the K models of `train --folds K --out runs/cv` (each fold's best.json), averaged:
+//! cargo run --release --example segment -- --model-file runs/cv --image ct.nii.gz --out mc.nii.gz
 //! ```
+//! `--model-file` may be given several times, and each may be a checkpoint, a training output
+//! folder (its best.json, else last.json) or a cross-validation folder (`fold_*/`, in fold
+//! order): with more than one model the label map is the argmax of the mean of their softmax
+//! probabilities (`negvol_train::ensemble::Ensemble`), each model with its own preprocessing
+//! and sliding-window settings. One model gives the same output as before ensembles existed.
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use negvol_train::run::{parse_device, LoadedModel};
+use negvol_train::ensemble::{Ensemble, InferenceOverrides};
+use negvol_train::run::parse_device;
 
 #[derive(Parser, Debug)]
-#[command(about = "Segment a CT with a negvol model")]
+#[command(about = "Segment a CT with a negvol model or an ensemble of models")]
 struct Args {
-    /// Checkpoint (best.json / best.safetensors).
-    #[arg(long)]
-    model_file: PathBuf,
+    /// Checkpoint (best.json / best.safetensors), training output folder (its best.json, else
+    /// last.json) or cross-validation folder (every fold_*/best.json, else last.json). Repeat
+    /// for an ensemble: the mean of the models' probabilities, then the argmax.
+    #[arg(long, required = true)]
+    model_file: Vec<PathBuf>,
     /// Input image (NIfTI).
     #[arg(long)]
     image: PathBuf,
@@ -28,13 +38,13 @@ struct Args {
     /// Flip test-time augmentation.
     #[arg(long)]
     tta: bool,
-    /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: the model's).
+    /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: each model's own).
     #[arg(long)]
     precision: Option<String>,
-    /// Sliding-window overlap (default: the model's).
+    /// Sliding-window overlap (default: each model's own).
     #[arg(long)]
     overlap: Option<f64>,
-    /// Windows per forward pass.
+    /// Windows per forward pass (default: each model's own).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Keep at most this many connected components of each class, each at least 10 % of the
@@ -49,22 +59,29 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
-    let model = LoadedModel::load(&a.model_file, device)?;
-    let mut inf = model.train.validation.inference.clone();
-    inf.flip_tta |= a.tta;
-    if let Some(o) = a.overlap {
-        inf.overlap = o;
+    let model = Ensemble::load(&a.model_file, device)?;
+    if model.members().len() > 1 {
+        println!("ensemble of {} models:", model.members().len());
+        for m in model.members() {
+            println!("  {} ({})", m.path.display(), m.model.net.arch());
+        }
     }
-    if let Some(p) = &a.precision {
-        inf.precision = serde_json::from_value(serde_json::Value::String(p.clone()))
-            .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?;
-    }
-    if let Some(b) = a.batch_size {
-        inf.batch_size = b;
-    }
+    let precision = match &a.precision {
+        Some(p) => Some(
+            serde_json::from_value(serde_json::Value::String(p.clone()))
+                .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?,
+        ),
+        None => None,
+    };
+    let overrides = InferenceOverrides {
+        flip_tta: a.tta.then_some(true),
+        overlap: a.overlap,
+        batch_size: a.batch_size,
+        precision,
+    };
     let image = negvol_volume::read_nifti::<f32>(&a.image)?;
     let t0 = std::time::Instant::now();
-    let mut pred = model.predict(&image, Some(&inf))?;
+    let mut pred = model.predict_overriding(&image, &overrides)?;
     let secs = t0.elapsed().as_secs_f64();
     if a.keep_largest > 0 {
         let filter = negvol_train::postprocess::ComponentFilter {
@@ -72,8 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             min_fraction: 0.1,
         };
         for (name, r) in model
-            .train
-            .targets
+            .targets()
             .iter()
             .zip(pred.keep_largest_components(&filter)?)
         {
@@ -93,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         g.shape(),
         g.spacing()
     );
-    for (t, name) in model.train.targets.iter().enumerate() {
+    for (t, name) in model.targets().iter().enumerate() {
         let n = pred
             .labels
             .data()
