@@ -622,6 +622,92 @@ pub fn kfold_by_patient(
         .collect())
 }
 
+/// Read cross-validation folds in nnU-Net's `splits_final.json` form
+/// (`[{"train": [ids], "val": [ids]}, ...]`) as `(train, validation)` index lists into
+/// `ids` (the dataset's case ids, in order).
+///
+/// # Errors
+/// An id that is not in the dataset, a case in both lists of one fold, an empty training
+/// or validation list, or (with `patients`, one per id) a patient with cases on both sides
+/// of a fold (leakage); each error names the fold and the case.
+pub fn read_splits(
+    path: &Path,
+    ids: &[&str],
+    patients: Option<&[&str]>,
+) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+    #[derive(Deserialize)]
+    struct Split {
+        train: Vec<String>,
+        val: Vec<String>,
+    }
+    let bad = |message: String| TrainError::Dataset {
+        path: path.to_path_buf(),
+        message,
+    };
+    let splits: Vec<Split> =
+        serde_json::from_value(read_json(path)?).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if splits.is_empty() {
+        return Err(bad("no fold".into()));
+    }
+    let index: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut folds = Vec::with_capacity(splits.len());
+    for (f, s) in splits.iter().enumerate() {
+        let resolve = |list: &[String], what: &str| -> Result<Vec<usize>> {
+            if list.is_empty() {
+                return Err(bad(format!("fold {f}: empty {what} list")));
+            }
+            list.iter()
+                .map(|id| {
+                    index.get(id.as_str()).copied().ok_or_else(|| {
+                        bad(format!(
+                            "fold {f}: {what} case {id:?} is not in the dataset"
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let (train, val) = (resolve(&s.train, "train")?, resolve(&s.val, "val")?);
+        for v in &val {
+            if train.contains(v) {
+                return Err(bad(format!(
+                    "fold {f}: case {:?} is in both train and val",
+                    ids[*v]
+                )));
+            }
+            if let Some(p) = patients {
+                if let Some(t) = train.iter().find(|t| p[**t] == p[*v]) {
+                    return Err(bad(format!(
+                        "fold {f}: patient {:?} has cases in train ({:?}) and val ({:?})",
+                        p[*v], ids[*t], ids[*v]
+                    )));
+                }
+            }
+        }
+        folds.push((train, val));
+    }
+    Ok(folds)
+}
+
+/// Write folds (index lists into `ids`) as nnU-Net's `splits_final.json`, atomically.
+pub fn write_splits(path: &Path, ids: &[&str], folds: &[(Vec<usize>, Vec<usize>)]) -> Result<()> {
+    let names =
+        |idx: &[usize]| -> Vec<&str> { idx.iter().filter_map(|&i| ids.get(i).copied()).collect() };
+    let value: Vec<serde_json::Value> = folds
+        .iter()
+        .map(|(t, v)| serde_json::json!({"train": names(t), "val": names(v)}))
+        .collect();
+    let mut text = serde_json::to_vec_pretty(&value).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.push(b'\n');
+    crate::checkpoint::write_atomic(path, &text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,6 +728,37 @@ mod tests {
             assert_eq!(train.len() + val.len(), 8);
         }
         assert!(kfold_by_patient(&p, 6, 0).is_err());
+    }
+
+    #[test]
+    fn splits_read_back_and_refuse_leaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("splits_final.json");
+        let ids = ["a", "b", "c", "d"];
+        let folds = vec![(vec![0, 1], vec![2, 3]), (vec![2, 3], vec![0, 1])];
+        write_splits(&p, &ids, &folds).unwrap();
+        assert_eq!(read_splits(&p, &ids, None).unwrap(), folds);
+        // a and c are one patient: fold 0 has them on both sides.
+        let e = read_splits(&p, &ids, Some(&["p0", "p1", "p0", "p2"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fold 0") && e.contains("patient \"p0\""), "{e}");
+        for (text, want) in [
+            (
+                r#"[{"train": ["a"], "val": ["z"]}]"#,
+                "\"z\" is not in the dataset",
+            ),
+            (
+                r#"[{"train": ["a", "b"], "val": ["b"]}]"#,
+                "both train and val",
+            ),
+            (r#"[{"train": [], "val": ["b"]}]"#, "empty train"),
+            (r#"[]"#, "no fold"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = read_splits(&p, &ids, None).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]
