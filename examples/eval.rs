@@ -261,7 +261,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
         if let Some((mc_cls, tb_cls)) = nv_classes {
-            let truth = negvol_volume::read_mask(&c.labels["nv"])?;
+            let truth = c.read_mask("nv")?;
             let values = nv_row(&pred, mc_cls, tb_cls, &truth, &nv_cfg, &cleanup, &opts)?;
             rows.push(CaseRow {
                 case: format!("{}:nv", c.id),

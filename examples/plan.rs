@@ -21,7 +21,8 @@ use negvol_train::{DatasetSpec, Precision};
     about = "Fingerprint a dataset and plan a training run for a GPU memory budget (nnU-Net's rules)"
 )]
 struct Args {
-    /// Dataset folder (case_*/image.nii.gz + masks) or JSON manifest.
+    /// Dataset: a folder of case folders, a manifest, or an nnU-Net v2 / Decathlon raw dataset
+    /// (`dataset --input-data D` checks one).
     #[arg(long)]
     input_data: PathBuf,
     /// Structures to segment (mask names), in class order.

@@ -25,7 +25,8 @@ use negvol_train::DatasetSpec;
 #[derive(Parser, Debug)]
 #[command(about = "Train the negvol joint locator (heatmap network + atlas prior)")]
 struct Args {
-    /// Dataset folder (case_*/image.nii.gz + masks) or JSON manifest.
+    /// Dataset: a folder of case folders, a manifest, or an nnU-Net v2 / Decathlon raw dataset
+    /// (`dataset --input-data D` checks one).
     #[arg(long)]
     input_data: PathBuf,
     /// Output folder (locator.json, net/).

@@ -1,4 +1,4 @@
-//! Train a segmentation network on a NIfTI dataset (a folder of `case_*/` or a manifest).
+//! Train a segmentation network on a dataset (case folders, a manifest, nnU-Net v2 or Decathlon).
 //!
 //! ```text
 //! cargo run --release --example train -- --input-data phantoms --target mc \
@@ -15,6 +15,16 @@
 //! cargo run --release --example plan -- --input-data phantoms --targets mc,tb --out plan.json
 //! cargo run --release --example train -- --input-data phantoms --plan plan.json --out runs/p
 //! ```
+//!
+//! Cross-validation: `--folds 5` (by patient; the folds go to `OUT/splits_final.json` in
+//! nnU-Net's form) or `--splits splits_final.json` (nnU-Net's folds for the same cases, so both
+//! tools are compared on identical splits); `--fold 0` trains one fold (one job per fold).
+//! The input may be an nnU-Net v2 or Decathlon raw dataset as it is.
+//!
+//! ```text
+//! cargo run --release --example train -- --input-data nnUNet_raw/Dataset501_TMJ --target mc \
+//!     --target tb --splits nnUNet_preprocessed/Dataset501_TMJ/splits_final.json --fold 0 --out runs/f0
+//! ```
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,16 +32,18 @@ use std::path::PathBuf;
 use clap::Parser;
 use negvol_nets::NetConfig;
 use negvol_train::checkpoint::EpochRecord;
+use negvol_train::dataset::{kfold_by_patient, read_splits, write_splits};
 use negvol_train::optim::{LrSchedule, OptimizerConfig};
 use negvol_train::preprocess::Normalization;
-use negvol_train::run::{build_trainer, cross_validate, parse_device, RunConfig};
+use negvol_train::run::{build_trainer, cross_validate_folds, parse_device, RunConfig};
 use negvol_train::trainer::{Observer, StepEvent};
 use negvol_train::DatasetSpec;
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a negvol segmentation network")]
 struct Args {
-    /// Dataset folder (case_*/image.nii.gz + masks) or JSON manifest.
+    /// Dataset: a folder of case folders, a manifest, or an nnU-Net v2 / Decathlon raw dataset
+    /// (`dataset --input-data D` checks one).
     #[arg(long)]
     input_data: PathBuf,
     /// Output folder (checkpoints, log.jsonl, curves.png, run.json).
@@ -128,9 +140,18 @@ struct Args {
     /// Fraction of patients held out for validation (ignored with --folds).
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
-    /// K-fold cross-validation by patient (trains K models in OUT/fold_*).
+    /// K-fold cross-validation by patient (trains K models in OUT/fold_*; the folds are
+    /// written to OUT/splits_final.json in nnU-Net's form).
     #[arg(long)]
     folds: Option<usize>,
+    /// Cross-validation on the folds of this nnU-Net splits_final.json (case ids), e.g. the
+    /// one nnU-Net made for the same dataset, instead of --folds.
+    #[arg(long)]
+    splits: Option<PathBuf>,
+    /// With --folds or --splits: train only these folds (e.g. 0 or 1,3), as nnU-Net trains
+    /// one fold per job.
+    #[arg(long, value_delimiter = ',')]
+    fold: Option<Vec<usize>>,
     /// Resume from a checkpoint (OUT/last.json).
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -417,9 +438,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         run.train.sampler.batches_per_epoch
     );
     let mut obs = Progress { quiet: a.quiet };
-    if let Some(k) = a.folds {
-        let summaries = cross_validate(&run, &cases, k, device, &a.out, &mut obs)?;
-        for (f, s) in summaries.iter().enumerate() {
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
+    let folds = match (a.folds, &a.splits) {
+        (Some(_), Some(_)) => return Err("give --folds or --splits, not both".into()),
+        (Some(k), None) => Some(kfold_by_patient(&patients, k, run.train.seed)?),
+        (None, Some(p)) => Some(read_splits(p, &ids, Some(&patients))?),
+        (None, None) => None,
+    };
+    if let Some(folds) = folds {
+        if a.resume.is_some() {
+            return Err(
+                "--resume continues one run; with cross-validation train the fold alone".into(),
+            );
+        }
+        write_splits(&a.out.join("splits_final.json"), &ids, &folds)?;
+        let which = a.fold.clone().unwrap_or_else(|| (0..folds.len()).collect());
+        let summaries =
+            cross_validate_folds(&run, &cases, &folds, &which, device, &a.out, &mut obs)?;
+        for (f, s) in which.iter().zip(&summaries) {
             println!(
                 "fold {f}: best mean Dice {:?} at epoch {:?}",
                 s.state.best_metric,
@@ -427,6 +464,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         return Ok(());
+    }
+    if a.fold.is_some() {
+        return Err("--fold needs --folds or --splits".into());
     }
     // Hold out whole patients for validation (deterministic: sorted patient ids, last ones).
     let mut patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();

@@ -25,10 +25,13 @@ pub struct DatasetEntry {
     pub tb: String,
     /// Ground-truth negative-volume mask (NIfTI, u8 0/1).
     pub nv: String,
-    /// All three as one label map (NIfTI, u8: 0 background, 1 MC, 2 TB, 3 NV). Named
-    /// `label_map` (not `labels`) so that readers expecting a `labels` object of masks, like
-    /// negvol-train's manifest reader, are not confused.
+    /// All three as one label map (NIfTI, u8: 0 background, 1 MC, 2 TB, 3 NV).
     pub label_map: String,
+    /// The three masks by structure name (`mc`, `tb`, `nv`): the `labels` object of
+    /// negvol-train's manifest reader, which then takes these and nothing else (not the
+    /// multi-class `label_map` as a mask). Empty in manifests written before it existed.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The case's [`crate::PhantomTruth`] as JSON.
     pub truth: String,
     /// Exact NV volume (mm^3) per side, copied from the truth.
@@ -134,6 +137,10 @@ pub fn write_dataset(
                 tb: format!("{id}/tb.nii.gz"),
                 nv: format!("{id}/nv.nii.gz"),
                 label_map: format!("{id}/label_map.nii.gz"),
+                labels: ["mc", "tb", "nv"]
+                    .iter()
+                    .map(|t| (t.to_string(), format!("{id}/{t}.nii.gz")))
+                    .collect(),
                 truth: format!("{id}/truth.json"),
                 nv_volume_mm3: case
                     .truth

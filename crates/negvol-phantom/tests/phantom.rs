@@ -385,6 +385,8 @@ fn dataset_round_trip() {
     let e = &m.cases[1];
     assert_eq!(e.id, "case_001");
     assert_eq!(e.seed, case_seed(77, 1));
+    assert_eq!((&e.labels["mc"], &e.labels["nv"]), (&e.mc, &e.nv));
+    assert_eq!(e.labels.len(), 3);
     let case = generate(&cfg, e.seed).unwrap();
     let nv = read_mask(dir.path().join(&e.nv)).unwrap();
     assert_eq!(nv.data(), case.nv.data());

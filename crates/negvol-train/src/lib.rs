@@ -4,9 +4,11 @@
 //! sliding-window inference for 3D segmentation networks on tch.
 //!
 //! The stages, nnU-Net style, each with a serde configuration:
-//! - [`dataset`]: a folder of `case_*/image.nii.gz` + masks, or a JSON manifest (the
-//!   negvol-phantom `dataset.json` included); geometry and label checks naming the case;
-//!   k-fold splits by patient;
+//! - [`dataset`]: a folder of case folders, a JSON manifest (the negvol-phantom
+//!   `dataset.json` included), or an nnU-Net v2 / Decathlon raw dataset as it is; labels as
+//!   masks, label-map classes or STL meshes, images as NIfTI or DICOM; geometry and label
+//!   checks naming the case; export to nnU-Net v2 with the same folds; k-fold splits by
+//!   patient;
 //! - [`preprocess`] / [`interp`]: CT window, the paper's min-max to `[-1, 1]`, z-score, nnU-Net's
 //!   foreground-percentile z-score (fitted on the training set and stored), resampling to a
 //!   spacing, cropping to a volume of interest;
@@ -64,7 +66,7 @@ pub mod sampler;
 pub mod trainer;
 
 pub use config::{Precision, TrainConfig, ValidationConfig};
-pub use dataset::{Case, CaseSpec, DatasetSpec};
+pub use dataset::{Case, CaseSpec, DatasetSpec, LabelSource};
 pub use error::{Result, TrainError};
 pub use infer::{sliding_window, InferenceConfig, Prediction};
 /// The tch version this crate is built on (for callers that build tensors or devices).

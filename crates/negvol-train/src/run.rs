@@ -210,10 +210,48 @@ pub fn cross_validate(
 ) -> Result<Vec<TrainSummary>> {
     let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
     let folds = kfold_by_patient(&patients, k, run.train.seed)?;
-    let mut out = Vec::with_capacity(k);
-    for (f, (train, val)) in folds.iter().enumerate() {
-        let tr: Vec<Case> = train.iter().map(|&i| cases[i].clone()).collect();
-        let va: Vec<Case> = val.iter().map(|&i| cases[i].clone()).collect();
+    let all: Vec<usize> = (0..k).collect();
+    cross_validate_folds(run, cases, &folds, &all, device, out_dir, observer)
+}
+
+/// Train the folds numbered in `which` of given `(train, validation)` case-index lists (e.g.
+/// from [`kfold_by_patient`] or [`crate::dataset::read_splits`], nnU-Net's
+/// `splits_final.json`): a fresh network and optimiser per fold, outputs in
+/// `out_dir/fold_<f>`. Returns one summary per trained fold, in the order of `which`.
+///
+/// # Errors
+/// A fold number past the list, an index past `cases`, an empty training or validation list,
+/// and whatever training returns.
+pub fn cross_validate_folds(
+    run: &RunConfig,
+    cases: &[Case],
+    folds: &[(Vec<usize>, Vec<usize>)],
+    which: &[usize],
+    device: Device,
+    out_dir: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Vec<TrainSummary>> {
+    let pick = |idx: &[usize], f: usize, what: &str| -> Result<Vec<Case>> {
+        if idx.is_empty() {
+            return Err(TrainError::Config(format!("fold {f}: no {what} case")));
+        }
+        idx.iter()
+            .map(|&i| {
+                cases.get(i).cloned().ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "fold {f}: case index {i} past the {} cases",
+                        cases.len()
+                    ))
+                })
+            })
+            .collect()
+    };
+    let mut out = Vec::with_capacity(which.len());
+    for &f in which {
+        let (train, val) = folds.get(f).ok_or_else(|| {
+            TrainError::Config(format!("fold {f} requested of {} folds", folds.len()))
+        })?;
+        let (tr, va) = (pick(train, f, "training")?, pick(val, f, "validation")?);
         let mut t = build_trainer(run, device)?;
         out.push(t.fit(&tr, &va, &out_dir.join(format!("fold_{f}")), observer)?);
     }

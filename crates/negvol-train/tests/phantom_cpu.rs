@@ -120,4 +120,33 @@ fn cross_validation_trains_one_fresh_model_per_fold() {
         assert!(dir.path().join(format!("fold_{f}/last.json")).is_file());
         assert!(s.state.history[0].val_dice.is_some());
     }
+    // One fold of given splits (nnU-Net's splits_final.json form) trains alone, into its own
+    // folder; a fold past the list is an error.
+    let splits = vec![(vec![0, 1, 2], vec![3]), (vec![1, 2, 3], vec![0])];
+    let dir = tempfile::tempdir().unwrap();
+    let one = negvol_train::run::cross_validate_folds(
+        &run,
+        &cases,
+        &splits,
+        &[1],
+        Device::Cpu,
+        dir.path(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(one.len(), 1);
+    assert!(dir.path().join("fold_1/last.json").is_file());
+    assert!(!dir.path().join("fold_0").exists());
+    let e = negvol_train::run::cross_validate_folds(
+        &run,
+        &cases,
+        &splits,
+        &[2],
+        Device::Cpu,
+        dir.path(),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("fold 2 requested of 2"), "{e}");
 }

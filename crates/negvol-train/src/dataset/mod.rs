@@ -1,0 +1,831 @@
+//! Datasets: a folder of cases, a JSON manifest, or an nnU-Net / Medical Segmentation
+//! Decathlon dataset, loaded with geometry and label checks.
+//!
+//! A *folder* dataset holds one sub-folder per case (sorted by name), each with an image
+//! `image.nii.gz` (or `image.nii`, or an `image/` folder holding a DICOM CT series) and one
+//! label per structure: a binary mask `<target>.nii.gz` / `<target>.nii` (`mc`, `tb`, `nv`
+//! for the negvol phantoms) or a closed surface mesh `<target>.stl` (world mm, voxelised on
+//! the image grid; the paper's expert annotations were STL meshes). A *manifest* is a JSON file:
+//!
+//! ```json
+//! { "cases": [ { "id": "case_000", "patient": "p000",
+//!                "image": "case_000/image.nii.gz",
+//!                "labels": { "mc": "case_000/mc.nii.gz",
+//!                            "tb": {"path": "case_000/seg.nii.gz", "values": [2]} } } ] }
+//! ```
+//!
+//! with paths relative to the manifest's folder (absolute paths are kept); a label is a
+//! binary mask, classes of a label map, or a mesh ([`LabelSource`], all forms in
+//! [`label`]). `patient` groups cases for cross-validation (default: the case id).
+//!
+//! [`DatasetSpec::open`] also reads, unchanged, the raw datasets of the two formats most
+//! segmentation data already comes in ([`formats`]): **nnU-Net v2** (`dataset.json` with
+//! `channel_names`, `labels`, `file_ending`; `imagesTr/<case>_0000.nii.gz`,
+//! `labelsTr/<case>.nii.gz`) and the **Medical Segmentation Decathlon** / nnU-Net v1
+//! (`dataset.json` with a `training` list); each declared label becomes a target named as
+//! in the file, and every voxel of a label map must hold a declared label.
+//! [`export::export_nnunet`] writes any dataset in nnU-Net v2's raw format, with
+//! `splits_final.json` holding negvol's patient-grouped folds, so nnU-Net can be trained
+//! side by side on the same cases and folds.
+//!
+//! Loading ([`DatasetSpec::load`]) builds one label map per case from the requested targets:
+//! target `t` (in the order given) gets class `t + 1`; where masks overlap the later target
+//! wins. Every mask must be binary (0/1) and share the image's grid (shape and affine within
+//! [`GEOMETRY_TOLERANCE_MM`]); otherwise the error names the case and the file.
+//! [`DatasetSpec::check`] reads every case and reports all problems at once (as nnU-Net's
+//! dataset integrity check does) with each case's shape, spacing and structure volumes.
+
+pub mod export;
+pub mod formats;
+pub mod label;
+
+pub use label::{LabelSource, MeshFrame};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array3;
+use negvol_volume::Volume;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// Largest difference (mm) allowed between the affines of an image and its masks.
+pub const GEOMETRY_TOLERANCE_MM: f64 = 1e-3;
+
+/// Where one case's files are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseSpec {
+    /// Case id (unique in the dataset).
+    pub id: String,
+    /// Patient id, for cross-validation by patient. Defaults to the case id.
+    #[serde(default)]
+    pub patient: Option<String>,
+    /// Image: a NIfTI file, or a folder holding one DICOM CT series.
+    pub image: PathBuf,
+    /// Where each structure's voxels come from, by structure name.
+    #[serde(default)]
+    pub labels: BTreeMap<String, LabelSource>,
+}
+
+impl CaseSpec {
+    /// The patient id (the case id when none is given).
+    pub fn patient_id(&self) -> &str {
+        self.patient.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// The files of a dataset, before loading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    /// The cases, in a stable order.
+    pub cases: Vec<CaseSpec>,
+}
+
+/// One loaded case: image and label map on the same grid.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Case id.
+    pub id: String,
+    /// Patient id.
+    pub patient: String,
+    /// The image (raw intensities, e.g. HU).
+    pub image: Volume<f32>,
+    /// Label map: 0 background, `t + 1` for target `t`.
+    pub label: Volume<u8>,
+}
+
+fn find_image(dir: &Path) -> Option<PathBuf> {
+    ["image.nii.gz", "image.nii"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .or_else(|| Some(dir.join("image")).filter(|p| p.is_dir()))
+}
+
+/// The structure name of a label file in a case folder (`mc.nii.gz` -> `mc`), if it is one.
+fn label_stem(name: &str) -> Option<&str> {
+    let lower = name.to_ascii_lowercase();
+    [".nii.gz", ".nii", ".stl"]
+        .iter()
+        .find(|ext| lower.ends_with(*ext))
+        .map(|ext| &name[..name.len() - ext.len()])
+        .filter(|stem| !stem.is_empty() && *stem != "image")
+}
+
+/// Read a case's image: a NIfTI file, or a DICOM series folder (in HU).
+pub fn read_image(id: &str, path: &Path) -> Result<Volume<f32>> {
+    let image = if path.is_dir() {
+        negvol_volume::read_dicom_series(path)
+    } else {
+        negvol_volume::read_nifti::<f32>(path)
+    }
+    .map_err(|source| TrainError::Volume {
+        context: format!("case {id}: image {}", path.display()),
+        source,
+    })?;
+    if let Some(bad) = image.data().iter().find(|v| !v.is_finite()) {
+        return Err(TrainError::case(
+            id,
+            format!("image {} has a non-finite voxel ({bad})", path.display()),
+        ));
+    }
+    Ok(image)
+}
+
+/// The voxel grid of a case's image without reading its voxels where the format allows
+/// (NIfTI headers; a DICOM series is read whole).
+fn image_geometry(id: &str, path: &Path) -> Result<negvol_volume::Geometry> {
+    if path.is_dir() {
+        return Ok(read_image(id, path)?.geometry().clone());
+    }
+    negvol_volume::read_nifti_geometry(path).map_err(|source| TrainError::Volume {
+        context: format!("case {id}: image {}", path.display()),
+        source,
+    })
+}
+
+impl DatasetSpec {
+    /// Read a dataset: a manifest file, or a folder. A folder with a `dataset.json` is read
+    /// through it: a negvol manifest (`cases`), an nnU-Net v2 raw dataset (`channel_names`
+    /// / `file_ending`) or a Medical Segmentation Decathlon one (`training`); a folder
+    /// without one is a folder of case sub-folders.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let manifest = if path.is_file() {
+            path.to_path_buf()
+        } else {
+            let m = path.join("dataset.json");
+            if !m.is_file() {
+                return Self::from_folder(path);
+            }
+            m
+        };
+        let v = read_json(&manifest)?;
+        match formats::detect(&v) {
+            formats::Format::Negvol => Self::from_manifest_value(&manifest, &v),
+            formats::Format::NnUnetV2 => formats::from_nnunet_v2(&manifest, &v),
+            formats::Format::Decathlon => formats::from_decathlon(&manifest, &v),
+            formats::Format::Unknown => Err(TrainError::Dataset {
+                path: manifest,
+                message: "not a dataset manifest: expected a negvol manifest (\"cases\"), an \
+                          nnU-Net v2 dataset.json (\"channel_names\", \"labels\", \
+                          \"file_ending\") or a Decathlon one (\"training\")"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Scan a folder of case sub-folders.
+    pub fn from_folder(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+        let mut subdirs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        subdirs.sort();
+        let mut cases = Vec::new();
+        for sub in subdirs {
+            let Some(image) = find_image(&sub) else {
+                continue;
+            };
+            let id = sub
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut labels = BTreeMap::new();
+            let rd = std::fs::read_dir(&sub).map_err(|e| TrainError::io(&sub, e))?;
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            for path in files {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if let Some(stem) = label_stem(&name) {
+                    let source = LabelSource::from(path.clone());
+                    if let Some(other) = labels.insert(stem.to_string(), source) {
+                        return Err(TrainError::case(
+                            &id,
+                            format!(
+                                "two labels for {stem:?}: {} and {}",
+                                other.path().display(),
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+            cases.push(CaseSpec {
+                id,
+                patient: None,
+                image,
+                labels,
+            });
+        }
+        if cases.is_empty() {
+            return Err(TrainError::Dataset {
+                path: dir.to_path_buf(),
+                message: "no case folder with an image.nii.gz / image.nii / image/ (DICOM)".into(),
+            });
+        }
+        Ok(Self { cases })
+    }
+
+    /// Read a negvol JSON manifest; relative paths are resolved against its folder. A case's
+    /// labels are its `labels` object; a case without one takes every other string field
+    /// whose value ends in `.nii`, `.nii.gz` or `.stl` as a label named by its key (older
+    /// negvol-phantom manifests list `mc`, `tb`, `nv` that way).
+    pub fn from_manifest(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let v = read_json(path)?;
+        Self::from_manifest_value(path, &v)
+    }
+
+    fn from_manifest_value(path: &Path, v: &serde_json::Value) -> Result<Self> {
+        let bad = |message: String| TrainError::Dataset {
+            path: path.to_path_buf(),
+            message,
+        };
+        let list = v
+            .get("cases")
+            .and_then(|c| c.as_array())
+            .ok_or_else(|| bad("no \"cases\" array".into()))?;
+        let mut spec = DatasetSpec {
+            cases: Vec::with_capacity(list.len()),
+        };
+        let empty = serde_json::Map::new();
+        for (n, c) in list.iter().enumerate() {
+            let obj = c
+                .as_object()
+                .ok_or_else(|| bad(format!("case #{n} is not an object")))?;
+            let field = |k: &str| obj.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            let id = field("id").ok_or_else(|| bad(format!("case #{n} has no string \"id\"")))?;
+            let image = field("image")
+                .ok_or_else(|| bad(format!("case {id:?} has no string \"image\"")))?;
+            let mut labels = BTreeMap::new();
+            if let Some(l) = obj.get("labels") {
+                let l = l
+                    .as_object()
+                    .ok_or_else(|| bad(format!("case {id:?}: \"labels\" is not an object")))?;
+                for (k, p) in l {
+                    let source: LabelSource = serde_json::from_value(p.clone())
+                        .map_err(|e| bad(format!("case {id:?}: label {k:?}: {e}")))?;
+                    labels.insert(k.clone(), source);
+                }
+            }
+            // Without a `labels` object, string fields naming label files are labels.
+            let scan = if obj.contains_key("labels") {
+                &empty
+            } else {
+                obj
+            };
+            for (k, x) in scan {
+                if matches!(k.as_str(), "id" | "patient" | "image") {
+                    continue;
+                }
+                if let Some(p) = x.as_str() {
+                    if label_stem(p).is_some() {
+                        labels
+                            .entry(k.clone())
+                            .or_insert_with(|| LabelSource::from(PathBuf::from(p)));
+                    }
+                }
+            }
+            spec.cases.push(CaseSpec {
+                id,
+                patient: field("patient"),
+                image: PathBuf::from(image),
+                labels,
+            });
+        }
+        spec.resolve_relative(path.parent().unwrap_or(Path::new(".")));
+        spec.check_ids(path)?;
+        Ok(spec)
+    }
+
+    /// Make relative image and label paths relative to `base`.
+    pub(crate) fn resolve_relative(&mut self, base: &Path) {
+        Self::resolve_relative_in(&mut self.cases, base);
+    }
+
+    pub(crate) fn resolve_relative_in(cases: &mut [CaseSpec], base: &Path) {
+        for c in cases {
+            if c.image.is_relative() {
+                c.image = base.join(&c.image);
+            }
+            for l in c.labels.values_mut() {
+                let p = l.path_mut();
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+    }
+
+    /// Case ids must be unique and the list non-empty.
+    pub(crate) fn check_ids(&self, path: &Path) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.cases {
+            if !seen.insert(c.id.clone()) {
+                return Err(TrainError::Dataset {
+                    path: path.to_path_buf(),
+                    message: format!("case id {:?} appears twice", c.id),
+                });
+            }
+        }
+        if self.cases.is_empty() {
+            return Err(TrainError::Dataset {
+                path: path.to_path_buf(),
+                message: "lists no case".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Write this spec as a negvol manifest (atomically).
+    pub fn save_manifest(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let text = serde_json::to_string_pretty(self).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        crate::checkpoint::write_atomic(path, text.as_bytes())
+    }
+
+    /// The sub-dataset of the given case indices.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        Self {
+            cases: indices
+                .iter()
+                .filter_map(|&i| self.cases.get(i).cloned())
+                .collect(),
+        }
+    }
+
+    /// The structure names every case has a label for (sorted).
+    pub fn common_targets(&self) -> Vec<String> {
+        let mut it = self.cases.iter();
+        let Some(first) = it.next() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = first.labels.keys().cloned().collect();
+        for c in it {
+            names.retain(|n| c.labels.contains_key(n));
+        }
+        names
+    }
+
+    /// Load every case (in parallel) with the given targets (e.g. `["mc"]`).
+    pub fn load(&self, targets: &[String]) -> Result<Vec<Case>> {
+        use rayon::prelude::*;
+        self.cases
+            .par_iter()
+            .map(|c| load_case(c, targets))
+            .collect()
+    }
+
+    /// Read every case (in parallel, one at a time in memory per thread) with the given
+    /// targets and report each one's grid and structure volumes, or what is wrong with it.
+    /// Unlike [`load`](Self::load) this does not stop at the first bad case.
+    pub fn check(&self, targets: &[String]) -> Vec<CaseCheck> {
+        use rayon::prelude::*;
+        self.cases
+            .par_iter()
+            .map(|c| CaseCheck {
+                id: c.id.clone(),
+                result: load_case(c, targets)
+                    .map(|case| CaseSummary::of(&case, targets))
+                    .map_err(|e| e.to_string()),
+            })
+            .collect()
+    }
+}
+
+/// One case's grid and structure sizes (see [`DatasetSpec::check`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseSummary {
+    /// Patient id.
+    pub patient: String,
+    /// Image shape `[ni, nj, nk]`.
+    pub shape: [usize; 3],
+    /// Voxel spacing (mm).
+    pub spacing: [f64; 3],
+    /// Orientation code of the voxel axes, e.g. `RAS`.
+    pub orientation: String,
+    /// Image intensity range `[min, max]`.
+    pub intensity_range: [f32; 2],
+    /// Per target (in the order asked): voxels of its class in the label map and their
+    /// volume in mm3 (after overlaps are resolved: the later target wins).
+    pub structures: Vec<(String, usize, f64)>,
+}
+
+impl CaseSummary {
+    fn of(case: &Case, targets: &[String]) -> Self {
+        let g = case.image.geometry();
+        let (lo, hi) = case
+            .image
+            .data()
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let mut counts = vec![0usize; targets.len() + 1];
+        for l in case.label.data().iter() {
+            if let Some(c) = counts.get_mut(*l as usize) {
+                *c += 1;
+            }
+        }
+        Self {
+            patient: case.patient.clone(),
+            shape: g.shape(),
+            spacing: g.spacing(),
+            orientation: g.orientation_code(),
+            intensity_range: [lo, hi],
+            structures: targets
+                .iter()
+                .enumerate()
+                .map(|(t, name)| {
+                    let n = counts[t + 1];
+                    (name.clone(), n, n as f64 * g.voxel_volume_mm3())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The outcome of checking one case (see [`DatasetSpec::check`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseCheck {
+    /// Case id.
+    pub id: String,
+    /// Its summary, or the error loading it gave.
+    pub result: std::result::Result<CaseSummary, String>,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl CaseSpec {
+    /// Read one structure of this case as a mask on the image's grid (a mesh is voxelised
+    /// on it; a mask or label map must share it). The image's voxels are not read when it
+    /// is a NIfTI file.
+    pub fn read_mask(&self, target: &str) -> Result<Volume<bool>> {
+        let source = self.label(target)?;
+        let grid = image_geometry(&self.id, &self.image)?;
+        label::read_label(
+            source,
+            &grid,
+            GEOMETRY_TOLERANCE_MM,
+            &mut label::LabelMapCache::default(),
+        )
+        .map_err(|m| TrainError::case(&self.id, m))
+    }
+
+    fn label(&self, target: &str) -> Result<&LabelSource> {
+        self.labels.get(target).ok_or_else(|| {
+            TrainError::case(
+                &self.id,
+                format!(
+                    "no label for target {target:?} (has: {:?})",
+                    self.labels.keys().collect::<Vec<_>>()
+                ),
+            )
+        })
+    }
+}
+
+/// Load one case: the image and a label map built from `targets` (see the module docs).
+/// An empty `targets` loads the image with an all-background label map.
+pub fn load_case(spec: &CaseSpec, targets: &[String]) -> Result<Case> {
+    let image = read_image(&spec.id, &spec.image)?;
+    let mut cache = label::LabelMapCache::default();
+    let mut masks = Vec::with_capacity(targets.len());
+    for t in targets {
+        let source = spec.label(t)?;
+        let m = label::read_label(source, image.geometry(), GEOMETRY_TOLERANCE_MM, &mut cache)
+            .map_err(|m| TrainError::case(&spec.id, m))?;
+        masks.push(m);
+    }
+    assemble(&spec.id, spec.patient_id(), image, &masks)
+}
+
+/// Assemble a case from an image and named binary masks (given as numbers, checked to be
+/// 0 or 1 and on the image's grid). Exposed for in-memory datasets.
+pub fn build_case(
+    id: &str,
+    patient: &str,
+    image: Volume<f32>,
+    masks: &[(PathBuf, Volume<f32>)],
+) -> Result<Case> {
+    let mut bool_masks = Vec::with_capacity(masks.len());
+    for (path, m) in masks {
+        image
+            .geometry()
+            .check_same(m.geometry(), GEOMETRY_TOLERANCE_MM)
+            .map_err(|e| {
+                TrainError::case(
+                    id,
+                    format!("mask {} does not match the image grid: {e}", path.display()),
+                )
+            })?;
+        if let Some(bad) = m.data().iter().find(|v| **v != 0.0 && **v != 1.0) {
+            return Err(TrainError::case(
+                id,
+                format!("mask {} is not binary (has value {bad})", path.display()),
+            ));
+        }
+        bool_masks.push(m.map(|v| *v == 1.0));
+    }
+    assemble(id, patient, image, &bool_masks)
+}
+
+/// Target `t` gets class `t + 1`; the later target wins where masks overlap. The masks are
+/// on the image's grid.
+fn assemble(id: &str, patient: &str, image: Volume<f32>, masks: &[Volume<bool>]) -> Result<Case> {
+    if masks.len() > 254 {
+        return Err(TrainError::case(
+            id,
+            format!("{} targets (at most 254)", masks.len()),
+        ));
+    }
+    let s = image.geometry().shape();
+    let mut label = Array3::<u8>::zeros((s[0], s[1], s[2]));
+    for (t, m) in masks.iter().enumerate() {
+        if m.geometry().shape() != s {
+            return Err(TrainError::case(
+                id,
+                "a mask's shape differs from the image's",
+            ));
+        }
+        let class = (t + 1) as u8;
+        ndarray::Zip::from(&mut label)
+            .and(m.data())
+            .for_each(|l, v| {
+                if *v {
+                    *l = class;
+                }
+            });
+    }
+    let label = image
+        .with_data(label)
+        .map_err(|source| TrainError::Volume {
+            context: format!("case {id}: label map"),
+            source,
+        })?;
+    Ok(Case {
+        id: id.to_string(),
+        patient: patient.to_string(),
+        image,
+        label,
+    })
+}
+
+/// K-fold cross-validation split by patient: every patient's cases fall in the same fold.
+/// Patients are shuffled with `seed` and dealt round-robin. Returns `(train, validation)`
+/// case-index lists, one pair per fold.
+pub fn kfold_by_patient(
+    patients: &[&str],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut ids: Vec<&str> = patients.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if k < 2 || k > ids.len() {
+        return Err(TrainError::Config(format!(
+            "{k}-fold cross-validation needs 2 <= k <= number of patients ({})",
+            ids.len()
+        )));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    ids.shuffle(&mut rng);
+    let fold_of: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, p)| (*p, i % k)).collect();
+    Ok((0..k)
+        .map(|f| {
+            let (val, train): (Vec<usize>, Vec<usize>) =
+                (0..patients.len()).partition(|&i| fold_of[patients[i]] == f);
+            (train, val)
+        })
+        .collect())
+}
+
+/// Read cross-validation folds in nnU-Net's `splits_final.json` form
+/// (`[{"train": [ids], "val": [ids]}, ...]`) as `(train, validation)` index lists into
+/// `ids` (the dataset's case ids, in order).
+///
+/// # Errors
+/// An id that is not in the dataset, a case in both lists of one fold, an empty training
+/// or validation list, or (with `patients`, one per id) a patient with cases on both sides
+/// of a fold (leakage); each error names the fold and the case.
+pub fn read_splits(
+    path: &Path,
+    ids: &[&str],
+    patients: Option<&[&str]>,
+) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+    #[derive(Deserialize)]
+    struct Split {
+        train: Vec<String>,
+        val: Vec<String>,
+    }
+    let bad = |message: String| TrainError::Dataset {
+        path: path.to_path_buf(),
+        message,
+    };
+    let splits: Vec<Split> =
+        serde_json::from_value(read_json(path)?).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if splits.is_empty() {
+        return Err(bad("no fold".into()));
+    }
+    let index: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut folds = Vec::with_capacity(splits.len());
+    for (f, s) in splits.iter().enumerate() {
+        let resolve = |list: &[String], what: &str| -> Result<Vec<usize>> {
+            if list.is_empty() {
+                return Err(bad(format!("fold {f}: empty {what} list")));
+            }
+            list.iter()
+                .map(|id| {
+                    index.get(id.as_str()).copied().ok_or_else(|| {
+                        bad(format!(
+                            "fold {f}: {what} case {id:?} is not in the dataset"
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let (train, val) = (resolve(&s.train, "train")?, resolve(&s.val, "val")?);
+        for v in &val {
+            if train.contains(v) {
+                return Err(bad(format!(
+                    "fold {f}: case {:?} is in both train and val",
+                    ids[*v]
+                )));
+            }
+            if let Some(p) = patients {
+                if let Some(t) = train.iter().find(|t| p[**t] == p[*v]) {
+                    return Err(bad(format!(
+                        "fold {f}: patient {:?} has cases in train ({:?}) and val ({:?})",
+                        p[*v], ids[*t], ids[*v]
+                    )));
+                }
+            }
+        }
+        folds.push((train, val));
+    }
+    Ok(folds)
+}
+
+/// Write folds (index lists into `ids`) as nnU-Net's `splits_final.json`, atomically.
+pub fn write_splits(path: &Path, ids: &[&str], folds: &[(Vec<usize>, Vec<usize>)]) -> Result<()> {
+    let names =
+        |idx: &[usize]| -> Vec<&str> { idx.iter().filter_map(|&i| ids.get(i).copied()).collect() };
+    let value: Vec<serde_json::Value> = folds
+        .iter()
+        .map(|(t, v)| serde_json::json!({"train": names(t), "val": names(v)}))
+        .collect();
+    let mut text = serde_json::to_vec_pretty(&value).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.push(b'\n');
+    crate::checkpoint::write_atomic(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use negvol_volume::Geometry;
+
+    #[test]
+    fn kfold_keeps_patients_together() {
+        let p = ["a", "a", "b", "c", "c", "c", "d", "e"];
+        let folds = kfold_by_patient(&p, 3, 7).unwrap();
+        assert_eq!(folds.len(), 3);
+        let mut all_val: Vec<usize> = folds.iter().flat_map(|f| f.1.clone()).collect();
+        all_val.sort();
+        assert_eq!(all_val, (0..8).collect::<Vec<_>>());
+        for (train, val) in &folds {
+            for v in val {
+                assert!(train.iter().all(|t| p[*t] != p[*v]));
+            }
+            assert_eq!(train.len() + val.len(), 8);
+        }
+        assert!(kfold_by_patient(&p, 6, 0).is_err());
+    }
+
+    #[test]
+    fn splits_read_back_and_refuse_leaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("splits_final.json");
+        let ids = ["a", "b", "c", "d"];
+        let folds = vec![(vec![0, 1], vec![2, 3]), (vec![2, 3], vec![0, 1])];
+        write_splits(&p, &ids, &folds).unwrap();
+        assert_eq!(read_splits(&p, &ids, None).unwrap(), folds);
+        // a and c are one patient: fold 0 has them on both sides.
+        let e = read_splits(&p, &ids, Some(&["p0", "p1", "p0", "p2"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fold 0") && e.contains("patient \"p0\""), "{e}");
+        for (text, want) in [
+            (
+                r#"[{"train": ["a"], "val": ["z"]}]"#,
+                "\"z\" is not in the dataset",
+            ),
+            (
+                r#"[{"train": ["a", "b"], "val": ["b"]}]"#,
+                "both train and val",
+            ),
+            (r#"[{"train": [], "val": ["b"]}]"#, "empty train"),
+            (r#"[]"#, "no fold"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = read_splits(&p, &ids, None).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn build_case_checks_masks() {
+        let g = Geometry::from_spacing([2, 2, 2], [1.0; 3]).unwrap();
+        let img = Volume::<f32>::zeros(g.clone());
+        let mut m1 = Volume::<f32>::zeros(g.clone());
+        m1.view_mut()[[0, 0, 0]] = 1.0;
+        m1.view_mut()[[1, 1, 1]] = 1.0;
+        let mut m2 = Volume::<f32>::zeros(g.clone());
+        m2.view_mut()[[1, 1, 1]] = 1.0;
+        let c = build_case(
+            "c1",
+            "p",
+            img.clone(),
+            &[("a".into(), m1.clone()), ("b".into(), m2)],
+        )
+        .unwrap();
+        assert_eq!(c.label.data()[[0, 0, 0]], 1);
+        assert_eq!(c.label.data()[[1, 1, 1]], 2);
+        let mut bad = m1.clone();
+        bad.view_mut()[[0, 1, 0]] = 2.0;
+        let e = build_case("c7", "p", img.clone(), &[("x/mc.nii.gz".into(), bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c7") && e.contains("mc.nii.gz") && e.contains("not binary"),
+            "{e}"
+        );
+        let g2 = Geometry::from_spacing([2, 2, 2], [1.0, 1.0, 1.5]).unwrap();
+        let off = Volume::<f32>::zeros(g2);
+        let e = build_case("c8", "p", img, &[("tb.nii".into(), off)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c8") && e.contains("tb.nii") && e.contains("grid"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn manifest_resolves_relative_paths() {
+        let dir =
+            std::env::temp_dir().join(format!("negvol-train-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dataset.json");
+        std::fs::write(
+            &path,
+            r#"{"cases":[{"id":"a","image":"a/image.nii.gz","labels":{"mc":"/abs/mc.nii.gz"}}]}"#,
+        )
+        .unwrap();
+        let s = DatasetSpec::open(&path).unwrap();
+        assert_eq!(s.cases[0].image, dir.join("a/image.nii.gz"));
+        assert_eq!(
+            s.cases[0].labels["mc"],
+            LabelSource::Mask(PathBuf::from("/abs/mc.nii.gz"))
+        );
+        assert_eq!(s.cases[0].patient_id(), "a");
+        std::fs::write(
+            &path,
+            r#"{"cases":[{"id":"a","image":"x"},{"id":"a","image":"y"}]}"#,
+        )
+        .unwrap();
+        assert!(DatasetSpec::from_manifest(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
