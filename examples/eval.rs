@@ -44,7 +44,7 @@ struct Args {
     /// for an ensemble: the mean of the models' probabilities, then the argmax.
     #[arg(long, required = true)]
     model_file: Vec<PathBuf>,
-    /// Dataset folder or manifest.
+    /// Dataset: a folder of case folders, a manifest, or an nnU-Net v2 / Decathlon raw dataset.
     #[arg(long)]
     input_data: PathBuf,
     /// Per-case CSV output.
