@@ -13,6 +13,15 @@
 //! preprocessing and sliding-window settings; all must segment the same targets in the same
 //! order). One model gives the same output as before ensembles existed.
 //!
+//! `--cross-validation RUN` scores a `train --folds K --out RUN` (or `--splits`) run the way
+//! nnU-Net reports cross-validation: each fold's model (RUN/fold_f, best.json else last.json)
+//! on that fold's validation cases as listed in RUN/splits_final.json, all folds pooled into
+//! one table. `--input-data` must be the dataset the run was trained on.
+//!
+//! ```text
+//! cargo run --release --example eval -- --cross-validation runs/cv --input-data train-set
+//! ```
+//!
 //! Per structure: DICE (%), CE (mean per-voxel cross-entropy of the predicted foreground
 //! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
 //! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
@@ -42,8 +51,12 @@ struct Args {
     /// Checkpoint (best.json / best.safetensors), training output folder (its best.json, else
     /// last.json) or cross-validation folder (every fold_*/best.json, else last.json). Repeat
     /// for an ensemble: the mean of the models' probabilities, then the argmax.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "cross_validation")]
     model_file: Vec<PathBuf>,
+    /// Cross-validation run folder (RUN/splits_final.json, RUN/fold_*): each fold's model on
+    /// its own validation cases of --input-data, pooled. Excludes --model-file.
+    #[arg(long, conflicts_with = "model_file")]
+    cross_validation: Option<PathBuf>,
     /// Dataset: a folder of case folders, a manifest, or an nnU-Net v2 / Decathlon raw dataset.
     #[arg(long)]
     input_data: PathBuf,
@@ -159,19 +172,107 @@ fn describe(e: &Ensemble, what: impl Fn(&negvol_train::run::LoadedModel) -> Stri
     seen.join("+")
 }
 
+/// Each case to score must be the image the run recorded under its id.
+fn check_cases(
+    spec: &DatasetSpec,
+    jobs: &[(usize, usize)],
+    records: &[negvol_train::dataset::CaseRecord],
+    path: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for &(_, ci) in jobs {
+        let c = &spec.cases[ci];
+        let r = records
+            .iter()
+            .find(|r| r.id == c.id)
+            .ok_or_else(|| format!("case {} is not in {}", c.id, path.display()))?;
+        let image = negvol_train::dataset::read_image(&c.id, &c.image)?;
+        let digest = negvol_train::dataset::image_digest(&image);
+        if digest != r.image_digest {
+            return Err(format!(
+                "case {}: {} is not the image the run trained on (digest {digest}, recorded \
+                 {}); is --input-data the run's dataset?",
+                c.id,
+                c.image.display(),
+                r.image_digest
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
-    let ensemble = Ensemble::load(&a.model_file, device)?;
-    if ensemble.members().len() > 1 {
-        println!("ensemble of {} models:", ensemble.members().len());
-        for m in ensemble.members() {
-            println!("  {} ({})", m.path.display(), m.model.net.arch());
+    let spec = DatasetSpec::open(&a.input_data)?;
+    // The models, and which model segments which case (model index, case index).
+    let (models, jobs): (Vec<Ensemble>, Vec<(usize, usize)>) = match &a.cross_validation {
+        None => {
+            let e = Ensemble::load(&a.model_file, device)?;
+            if e.members().len() > 1 {
+                println!("ensemble of {} models:", e.members().len());
+                for m in e.members() {
+                    println!("  {} ({})", m.path.display(), m.model.net.arch());
+                }
+            }
+            (vec![e], (0..spec.cases.len()).map(|c| (0, c)).collect())
+        }
+        Some(run) => {
+            let ids: Vec<&str> = spec.cases.iter().map(|c| c.id.as_str()).collect();
+            let patients: Vec<&str> = spec.cases.iter().map(|c| c.patient_id()).collect();
+            let folds = negvol_train::dataset::read_splits(
+                &run.join("splits_final.json"),
+                &ids,
+                Some(&patients),
+            )?;
+            // The run's record of its images (train writes it): same ids, same images.
+            let recorded = run.join("cases.json");
+            let records: Option<Vec<negvol_train::dataset::CaseRecord>> = if recorded.is_file() {
+                Some(serde_json::from_str(&std::fs::read_to_string(&recorded)?)?)
+            } else {
+                println!(
+                    "note: {} is missing (a run from before it was written): the images \
+                     cannot be checked against the ones the run trained on",
+                    recorded.display()
+                );
+                None
+            };
+            let mut models = Vec::with_capacity(folds.len());
+            let mut jobs = Vec::new();
+            for (f, (_, val)) in folds.iter().enumerate() {
+                let e = Ensemble::load(&[run.join(format!("fold_{f}"))], device)?;
+                println!(
+                    "fold {f}: {} on {} validation cases",
+                    e.members()[0].path.display(),
+                    val.len()
+                );
+                jobs.extend(val.iter().map(|&c| (f, c)));
+                models.push(e);
+            }
+            if let Some(records) = &records {
+                check_cases(&spec, &jobs, records, &recorded)?;
+            }
+            (models, jobs)
+        }
+    };
+    // Every model segments the same targets in the same order (checked on load for the
+    // members of one ensemble; here for the folds).
+    let model = &models[0].members()[0];
+    let targets = model.train.targets.clone();
+    for e in &models[1..] {
+        let m = &e.members()[0];
+        if m.train.targets != targets {
+            return Err(format!(
+                "{} segments {:?}, {} segments {:?}",
+                model.path.display(),
+                targets,
+                m.path.display(),
+                m.train.targets
+            )
+            .into());
         }
     }
-    // Every member segments the same targets in the same order (checked on load).
-    let model = &ensemble.members()[0];
-    let targets = model.train.targets.clone();
+    let ensemble = &models[0];
     let precision = match &a.precision {
         Some(p) => Some(
             serde_json::from_value(serde_json::Value::String(p.clone()))
@@ -185,7 +286,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: None,
         precision,
     };
-    let spec = DatasetSpec::open(&a.input_data)?;
     let opts = EvalOptions {
         tolerance_mm: a.tolerance_mm,
         surfels: false,
@@ -212,9 +312,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut rows: Vec<CaseRow> = Vec::new();
     let t0 = std::time::Instant::now();
-    for c in &spec.cases {
+    for &(mi, ci) in &jobs {
+        let c = &spec.cases[ci];
         let case = negvol_train::dataset::load_case(c, &targets)?;
-        let pred = ensemble.predict_overriding(&case.image, &overrides)?;
+        let pred = models[mi].predict_overriding(&case.image, &overrides)?;
         for (t, name) in targets.iter().enumerate() {
             let cls = (t + 1) as u8;
             let truth = case.label.data().mapv(|v| v == cls);
@@ -273,15 +374,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "| Obj | Score | {} ({}, {} cases) |",
-        match ensemble.members().len() {
-            1 => model.model.net.arch().to_string(),
-            k => format!(
+        match (models.len(), ensemble.members().len()) {
+            (1, 1) => model.model.net.arch().to_string(),
+            (1, k) => format!(
                 "ensemble of {k} {}",
-                describe(&ensemble, |m| m.model.net.arch().to_string())
+                describe(ensemble, |m| m.model.net.arch().to_string())
+            ),
+            (k, _) => format!(
+                "{k}-fold cross-validation, {}",
+                describe(ensemble, |m| m.model.net.arch().to_string())
             ),
         },
-        describe(&ensemble, |m| m.model.loss.name().to_string()),
-        spec.cases.len()
+        describe(ensemble, |m| m.model.loss.name().to_string()),
+        jobs.len()
     );
     println!("|---|---|---|");
     let mut summaries = serde_json::Map::new();
@@ -326,7 +431,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         summaries.insert(name.clone(), serde_json::to_value(&report)?);
     }
-    println!("{} cases in {secs:.1} s", spec.cases.len());
+    println!("{} cases in {secs:.1} s", jobs.len());
     if let Some(p) = &a.csv {
         negvol_train::checkpoint::write_atomic(p, csv_table(&rows).as_bytes())?;
         println!("per-case CSV: {}", p.display());

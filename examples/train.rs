@@ -437,6 +437,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         run.train.epochs,
         run.train.sampler.batches_per_epoch
     );
+    // Which images this run trains on, so that `eval --cross-validation` can check it scores
+    // the same ones (case ids alone repeat across datasets).
+    let records: Vec<_> = cases
+        .iter()
+        .map(negvol_train::dataset::CaseRecord::of)
+        .collect();
+    negvol_train::checkpoint::write_atomic(
+        &a.out.join("cases.json"),
+        serde_json::to_string_pretty(&records)?.as_bytes(),
+    )?;
     let mut obs = Progress { quiet: a.quiet };
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();

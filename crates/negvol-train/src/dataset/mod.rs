@@ -622,6 +622,56 @@ pub fn kfold_by_patient(
         .collect())
 }
 
+/// A 64-bit FNV-1a digest (16 hex digits) of an image's grid (shape, affine) and voxel values
+/// (their f32 bits). Stable across platforms and releases; it tells whether a case id still
+/// names the image a model was trained on (see [`CaseRecord`]).
+pub fn image_digest(image: &Volume<f32>) -> String {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    let g = image.geometry();
+    for n in g.shape() {
+        eat(&(n as u64).to_le_bytes());
+    }
+    for row in g.affine() {
+        for x in row {
+            eat(&x.to_le_bytes());
+        }
+    }
+    for v in image.data().iter() {
+        eat(&v.to_bits().to_le_bytes());
+    }
+    format!("{h:016x}")
+}
+
+/// One case as a training run saw it: written by `train` as `OUT/cases.json`, so that a later
+/// evaluation of the run can check it is scoring the same images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// Case id.
+    pub id: String,
+    /// Patient id.
+    pub patient: String,
+    /// [`image_digest`] of its image.
+    pub image_digest: String,
+}
+
+impl CaseRecord {
+    /// The record of a loaded case.
+    pub fn of(case: &Case) -> Self {
+        Self {
+            id: case.id.clone(),
+            patient: case.patient.clone(),
+            image_digest: image_digest(&case.image),
+        }
+    }
+}
+
 /// Read cross-validation folds in nnU-Net's `splits_final.json` form
 /// (`[{"train": [ids], "val": [ids]}, ...]`) as `(train, validation)` index lists into
 /// `ids` (the dataset's case ids, in order).
@@ -728,6 +778,24 @@ mod tests {
             assert_eq!(train.len() + val.len(), 8);
         }
         assert!(kfold_by_patient(&p, 6, 0).is_err());
+    }
+
+    #[test]
+    fn image_digest_sees_values_and_grid() {
+        let g = Geometry::from_spacing([3, 2, 2], [1.0; 3]).unwrap();
+        let a = Volume::<f32>::zeros(g.clone());
+        let d = image_digest(&a);
+        assert_eq!(d.len(), 16);
+        assert_eq!(d, image_digest(&a.clone()));
+        let mut b = a.clone();
+        b.view_mut()[[2, 1, 1]] = 1.0;
+        assert_ne!(image_digest(&b), d);
+        let c = Volume::<f32>::zeros(Geometry::from_spacing([3, 2, 2], [1.0, 1.0, 1.5]).unwrap());
+        assert_ne!(image_digest(&c), d);
+        // -0.0 and 0.0 are different bits: a digest of values, not of their order.
+        let mut z = a.clone();
+        z.view_mut()[[0, 0, 0]] = -0.0;
+        assert_ne!(image_digest(&z), d);
     }
 
     #[test]
