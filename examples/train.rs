@@ -112,6 +112,10 @@ struct Args {
     /// Train on volumes of interest: label bounding box + this margin (mm).
     #[arg(long)]
     crop_margin_mm: Option<f64>,
+    /// Reorient every case and every image to predict to this orientation code (default RAS;
+    /// `none`: voxels in stored order).
+    #[arg(long)]
+    orientation: Option<String>,
     /// Resample every case to this spacing (mm): S or SI,SJ,SK.
     #[arg(long, value_delimiter = ',')]
     spacing: Option<Vec<f64>>,
@@ -379,6 +383,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.crop_margin_mm.is_some() {
         t.crop_margin_mm = a.crop_margin_mm;
+    }
+    if let Some(o) = &a.orientation {
+        t.orientation = (!o.eq_ignore_ascii_case("none")).then(|| o.to_ascii_uppercase());
     }
     if let Some(sp) = &a.spacing {
         t.target_spacing = Some(match sp.as_slice() {

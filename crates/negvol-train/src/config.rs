@@ -92,6 +92,16 @@ pub struct TrainConfig {
     pub targets: Vec<String>,
     /// Intensity normalisation (fitted on the training cases when needed).
     pub normalization: Normalization,
+    /// Reorient every case (training) and every image (inference) to this orientation code,
+    /// e.g. `"RAS"`, before anything else: an exact permutation and flip of the voxel axes
+    /// ([`negvol_volume::AxisTransform`], no interpolation), undone on the prediction, so the
+    /// network sees the anatomy the same way whatever a scan's storage order (DICOM series
+    /// are usually LPS, many NIfTI files RAS) and flip/rotation axes of the augmentation name
+    /// anatomical axes. `None`: voxels in stored order. `"RAS"` for new runs
+    /// ([`TrainConfig::default`]); a run configuration written before this field existed
+    /// reads `None`, so older models predict as they were trained.
+    #[serde(default)]
+    pub orientation: Option<String>,
     /// Resample every case to this spacing (mm) before training and inference.
     pub target_spacing: Option<[f64; 3]>,
     /// Crop every training case to the bounding box of its labels grown by this margin (mm
@@ -138,6 +148,7 @@ impl Default for TrainConfig {
                 min: None,
                 max: None,
             },
+            orientation: Some("RAS".into()),
             target_spacing: None,
             crop_margin_mm: None,
             sampler: SamplerConfig::default(),
@@ -166,6 +177,10 @@ impl TrainConfig {
                     "crop margin {m} mm must be finite and >= 0"
                 )));
             }
+        }
+        if let Some(code) = &self.orientation {
+            negvol_volume::parse_orientation_code(code)
+                .map_err(|e| TrainError::Config(format!("orientation: {e}")))?;
         }
         if self.epochs == 0 {
             return Err(TrainError::Config("epochs must be > 0".into()));
@@ -222,6 +237,19 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orientation_defaults_to_ras_but_older_configs_read_none() {
+        assert_eq!(TrainConfig::default().orientation.as_deref(), Some("RAS"));
+        let old: TrainConfig = serde_json::from_str(r#"{"targets": ["mc"]}"#).unwrap();
+        assert_eq!(old.orientation, None);
+        let c = TrainConfig {
+            orientation: Some("XYZ".into()),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("orientation"), "{e}");
+    }
 
     #[test]
     fn round_trips_through_json() {

@@ -996,6 +996,8 @@ pub fn default_heatmap_run() -> RunConfig {
                 lo: -1000.0,
                 hi: 2000.0,
             },
+            // The locator works on world-space boxes and its own coarse grid.
+            orientation: None,
             target_spacing: None,
             sampler: SamplerConfig {
                 patch: [32, 32, 32],

@@ -118,9 +118,10 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 pub struct CaseFingerprint {
     /// Case id.
     pub id: String,
-    /// Shape `[ni, nj, nk]` (voxels).
+    /// Shape (voxels) along the axes of the case reoriented to RAS ([`PLAN_ORIENTATION`]),
+    /// the axes a plan's spacing and patch refer to.
     pub shape: [usize; 3],
-    /// Spacing `[si, sj, sk]` (mm).
+    /// Spacing (mm) along the same RAS axes.
     pub spacing: [f64; 3],
     /// Voxels of each target class in the case's label map, in target order (where masks
     /// overlap the later target wins, as in training).
@@ -440,6 +441,12 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     crate::checkpoint::write_atomic(path, &bytes)
 }
 
+/// The orientation plans are made in: fingerprints measure shapes and spacings along the
+/// axes of each case reoriented to it, and [`Plan::apply`] sets it as the run's
+/// [`TrainConfig::orientation`], so a planned spacing or patch axis is an anatomical axis
+/// whatever the storage order of the scans.
+pub const PLAN_ORIENTATION: &str = "RAS";
+
 /// The fingerprint of a dataset for the given targets (mask names, in class order), with the
 /// default [`FingerprintOptions`]. See [`fingerprint_with`].
 pub fn fingerprint(spec: &DatasetSpec, targets: &[String]) -> Result<Fingerprint> {
@@ -469,41 +476,49 @@ pub fn fingerprint_with(
         ));
     }
     let per_case = (options.foreground_samples / spec.cases.len()).max(1);
-    let results: Vec<(CaseFingerprint, Vec<f32>)> = spec
-        .cases
-        .par_iter()
-        .map(|cs| -> Result<(CaseFingerprint, Vec<f32>)> {
-            let case = load_case(cs, targets)?;
-            let g = case.image.geometry();
-            let mut counts = vec![0u64; targets.len()];
-            let mut fg = Vec::new();
-            for (&l, &v) in case.label.data().iter().zip(case.image.data().iter()) {
-                if l > 0 {
-                    counts[l as usize - 1] += 1;
-                    fg.push(v);
+    let results: Vec<(CaseFingerprint, Vec<f32>)> =
+        spec.cases
+            .par_iter()
+            .map(|cs| -> Result<(CaseFingerprint, Vec<f32>)> {
+                let case = load_case(cs, targets)?;
+                let g = case.image.geometry();
+                // Shape and spacing along the axes training will use (the run reorients to RAS).
+                let t = negvol_volume::AxisTransform::to_code(g, PLAN_ORIENTATION).map_err(
+                    |source| TrainError::Volume {
+                        context: format!("case {}: reorienting", cs.id),
+                        source,
+                    },
+                )?;
+                let (stored_spacing, perm) = (g.spacing(), t.perm);
+                let mut counts = vec![0u64; targets.len()];
+                let mut fg = Vec::new();
+                for (&l, &v) in case.label.data().iter().zip(case.image.data().iter()) {
+                    if l > 0 {
+                        counts[l as usize - 1] += 1;
+                        fg.push(v);
+                    }
                 }
-            }
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
-            let sample: Vec<f32> = if fg.is_empty() {
-                Vec::new()
-            } else {
-                (0..per_case)
-                    .map(|_| fg[rng.gen_range(0..fg.len())])
-                    .collect()
-            };
-            let vv = g.voxel_volume_mm3();
-            Ok((
-                CaseFingerprint {
-                    id: cs.id.clone(),
-                    shape: g.shape(),
-                    spacing: g.spacing(),
-                    foreground_mm3: counts.iter().map(|&n| n as f64 * vv).collect(),
-                    foreground_voxels: counts,
-                },
-                sample,
-            ))
-        })
-        .collect::<Result<_>>()?;
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
+                let sample: Vec<f32> = if fg.is_empty() {
+                    Vec::new()
+                } else {
+                    (0..per_case)
+                        .map(|_| fg[rng.gen_range(0..fg.len())])
+                        .collect()
+                };
+                let vv = g.voxel_volume_mm3();
+                Ok((
+                    CaseFingerprint {
+                        id: cs.id.clone(),
+                        shape: t.shape(g.shape()),
+                        spacing: perm.map(|a| stored_spacing[a]),
+                        foreground_mm3: counts.iter().map(|&n| n as f64 * vv).collect(),
+                        foreground_voxels: counts,
+                    },
+                    sample,
+                ))
+            })
+            .collect::<Result<_>>()?;
     let mut samples = Vec::with_capacity(per_case * results.len());
     let mut cases = Vec::with_capacity(results.len());
     for (c, s) in results {
@@ -905,10 +920,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Apply to a training configuration: targets, target spacing, patch (training and
-    /// inference), batch size, normalisation and precision (training and inference).
+    /// Apply to a training configuration: targets, orientation ([`PLAN_ORIENTATION`]: the
+    /// fingerprint's axes), target spacing, patch (training and inference), batch size,
+    /// normalisation and precision (training and inference).
     pub fn apply(&self, train: &mut TrainConfig) {
         train.targets = self.targets.clone();
+        train.orientation = Some(PLAN_ORIENTATION.into());
         train.target_spacing = Some(self.target_spacing);
         train.sampler.patch = self.patch;
         train.validation.inference.patch = self.patch;

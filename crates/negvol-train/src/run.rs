@@ -322,6 +322,7 @@ impl LoadedModel {
             net,
             image,
             &self.train.normalization,
+            self.train.orientation.as_deref(),
             self.train.target_spacing,
             inf,
             self.vs.device(),

@@ -163,6 +163,63 @@ pub fn predict_image(
     net: &dyn Network,
     image: &Volume<f32>,
     normalization: &Normalization,
+    orientation: Option<&str>,
+    target_spacing: Option<[f64; 3]>,
+    inference: &InferenceConfig,
+    device: Device,
+) -> Result<Prediction> {
+    let Some(t) = orientation_transform(image.geometry(), orientation)? else {
+        return predict_stored(net, image, normalization, target_spacing, inference, device);
+    };
+    let vol = |source| TrainError::Volume {
+        context: "reoriented prediction".into(),
+        source,
+    };
+    let turned = t.apply(image).map_err(vol)?;
+    let p = predict_stored(
+        net,
+        &turned,
+        normalization,
+        target_spacing,
+        inference,
+        device,
+    )?;
+    // Back to the input's axes: an exact permutation/flip, so the same voxels.
+    let back = t.inverse();
+    let g = image.geometry();
+    Ok(Prediction {
+        probabilities: p
+            .probabilities
+            .iter()
+            .map(|v| Volume::new(back.apply_array(v.view()), g.clone()).map_err(vol))
+            .collect::<Result<_>>()?,
+        labels: Volume::new(back.apply_array(p.labels.view()), g.clone()).map_err(vol)?,
+    })
+}
+
+/// The axis transform that brings `geometry` to `orientation` (`None` when there is no
+/// orientation or the grid already has it).
+pub(crate) fn orientation_transform(
+    geometry: &Geometry,
+    orientation: Option<&str>,
+) -> Result<Option<negvol_volume::AxisTransform>> {
+    let Some(code) = orientation else {
+        return Ok(None);
+    };
+    let t = negvol_volume::AxisTransform::to_code(geometry, code).map_err(|source| {
+        TrainError::Volume {
+            context: format!("reorienting to {code}"),
+            source,
+        }
+    })?;
+    Ok((!t.is_identity()).then_some(t))
+}
+
+/// [`predict_image`] in the image's stored voxel order.
+fn predict_stored(
+    net: &dyn Network,
+    image: &Volume<f32>,
+    normalization: &Normalization,
     target_spacing: Option<[f64; 3]>,
     inference: &InferenceConfig,
     device: Device,
@@ -376,15 +433,33 @@ impl Trainer {
     fn prepare(&self, cases: &[Case]) -> Result<Vec<PreparedCase>> {
         use rayon::prelude::*;
         let (norm, spacing) = (&self.cfg.normalization, self.cfg.target_spacing);
+        let orientation = self.cfg.orientation.as_deref();
         let crop_margin = self.cfg.crop_margin_mm;
         cases
             .par_iter()
             .map(|c| {
-                let (img, geom) = prepare_image(&c.image, norm, spacing)?;
-                let lab = if geom == *c.label.geometry() {
-                    c.label.data().clone()
+                let turned = match orientation_transform(c.image.geometry(), orientation)? {
+                    Some(t) => {
+                        let vol = |source| TrainError::Volume {
+                            context: format!("case {}: reorienting", c.id),
+                            source,
+                        };
+                        Some((
+                            t.apply(&c.image).map_err(vol)?,
+                            t.apply(&c.label).map_err(vol)?,
+                        ))
+                    }
+                    None => None,
+                };
+                let (image, label) = match &turned {
+                    Some((i, l)) => (i, l),
+                    None => (&c.image, &c.label),
+                };
+                let (img, geom) = prepare_image(image, norm, spacing)?;
+                let lab = if geom == *label.geometry() {
+                    label.data().clone()
                 } else {
-                    resample_labels(&c.label, &geom, 0)?.into_parts().0
+                    resample_labels(label, &geom, 0)?.into_parts().0
                 };
                 let (img, lab) = match crop_margin.and_then(|m| {
                     let sp = geom.spacing();
@@ -546,6 +621,7 @@ impl Trainer {
                 self.net.as_ref(),
                 &c.image,
                 &self.cfg.normalization,
+                self.cfg.orientation.as_deref(),
                 self.cfg.target_spacing,
                 &self.cfg.validation.inference,
                 self.vs.device(),
@@ -766,5 +842,55 @@ mod tests {
         lb[[2, 0, 0]] = 0;
         assert!((dice(&la, &lb, 1) - 2.0 * 24.0 / 49.0).abs() < 1e-12);
         assert_eq!(dice(&la, &la, 3), 1.0);
+    }
+
+    /// A scan stored LPS and the same scan stored RAS get the same prediction, voxel for
+    /// world voxel, when the model reorients to RAS; in stored order they do not (a
+    /// convolution is not flip-invariant), which is why runs reorient by default.
+    #[test]
+    fn reorienting_makes_the_prediction_independent_of_storage_order() {
+        let vs = VarStore::new(Device::Cpu);
+        tch::manual_seed(5);
+        let cfg: negvol_nets::NetConfig = serde_json::from_str(
+            r#"{"arch": "unet3d", "classes": 3, "f_maps": [4, 8], "num_groups": 2}"#,
+        )
+        .unwrap();
+        let net = negvol_nets::build(&vs.root(), &cfg).unwrap();
+        let g = Geometry::from_spacing([12, 10, 8], [1.0, 1.2, 0.9]).unwrap();
+        let ras = Volume::new(
+            Array3::from_shape_fn((12, 10, 8), |(i, j, k)| {
+                ((i * 7 + j * 3 + k * 5) % 11) as f32 * 100.0 - 300.0 + (i * j) as f32
+            }),
+            g,
+        )
+        .unwrap();
+        let lps = negvol_volume::reorient(&ras, "LPS").unwrap();
+        assert_ne!(lps.data(), ras.data());
+        let inf = InferenceConfig {
+            patch: [8, 8, 8],
+            ..Default::default()
+        };
+        let norm = Normalization::ZScore { clip: None };
+        let run = |img: &Volume<f32>, o: Option<&str>| {
+            let net: &dyn Network = &net;
+            predict_image(net, img, &norm, o, None, &inf, Device::Cpu).unwrap()
+        };
+        let back_to_ras = |p: &Volume<f32>| negvol_volume::reorient(p, "RAS").unwrap();
+        let (a, b) = (run(&ras, Some("RAS")), run(&lps, Some("RAS")));
+        // Predictions come back in each input's own grid...
+        assert_eq!(b.labels.geometry(), lps.geometry());
+        // ...and are the same in world space, bit for bit.
+        for c in 0..3 {
+            assert_eq!(
+                back_to_ras(&b.probabilities[c]).data(),
+                a.probabilities[c].data()
+            );
+        }
+        let (a0, b0) = (run(&ras, None), run(&lps, None));
+        assert_eq!(a0.probabilities[1].data(), a.probabilities[1].data());
+        assert_ne!(
+            back_to_ras(&b0.probabilities[1]).data(),
+            a0.probabilities[1].data()
+        );
     }
 }

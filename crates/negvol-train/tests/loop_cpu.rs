@@ -275,6 +275,7 @@ fn short_training_learns_to_segment_a_held_out_case() {
         t.network(),
         &held_out.image,
         &t.config().normalization,
+        t.config().orientation.as_deref(),
         None,
         &cfg.validation.inference,
         Device::Cpu,

@@ -268,3 +268,46 @@ fn thick_slice_phantoms_plan_kernel_one_and_the_network_runs_and_trains() {
     // One short epoch with this plan applied.
     train_one_epoch(&back, &spec, dir.path());
 }
+
+/// Plans are made in RAS axes: the same anatomy stored PSL (anisotropic spacing permuted with
+/// the axes) fingerprints to the same spacings and shapes and plans the same patch, and the
+/// plan makes the run reorient to RAS.
+#[test]
+fn plans_do_not_depend_on_the_storage_order_of_the_scans() {
+    let ras = PhantomConfig {
+        spacing: [1.0, 1.2, 1.4],
+        ..Default::default()
+    };
+    let mut psl = ras.clone();
+    psl.orientation.axes = "PSL".into();
+    psl.spacing = [1.2, 1.4, 1.0];
+    let plan_of = |cfg: &PhantomConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        write_dataset(dir.path(), cfg, 2, SEED).unwrap();
+        let spec = DatasetSpec::open(dir.path()).unwrap();
+        let fp = fingerprint_with(&spec, &targets(), &options()).unwrap();
+        let opts = PlanOptions {
+            gpu_memory_gib: 0.05,
+            ..Default::default()
+        };
+        (fp.clone(), plan(&fp, &opts).unwrap())
+    };
+    let ((fa, pa), (fb, pb)) = (plan_of(&ras), plan_of(&psl));
+    assert_eq!(psl.grid_shape().unwrap(), {
+        let s = ras.grid_shape().unwrap();
+        [s[1], s[2], s[0]]
+    });
+    for (a, b) in fa.cases.iter().zip(&fb.cases) {
+        assert_eq!(a.shape, b.shape);
+        for (x, y) in a.spacing.iter().zip(b.spacing) {
+            approx::assert_abs_diff_eq!(*x, y, epsilon = 1e-5);
+        }
+    }
+    assert_eq!((pa.patch, pa.target_spacing), (pb.patch, pb.target_spacing));
+    let mut t = negvol_train::TrainConfig {
+        orientation: None,
+        ..Default::default()
+    };
+    pb.apply(&mut t);
+    assert_eq!(t.orientation.as_deref(), Some("RAS"));
+}
