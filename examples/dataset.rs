@@ -115,15 +115,16 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
                     s.intensity_range[1],
                     structures.join(", ")
                 );
-                if let Some((n, _, _)) = s.structures.iter().find(|(_, v, _)| *v == 0) {
-                    println!("  {:<14} note: {n} is empty in this case", "");
-                }
             }
             Err(e) => {
                 bad += 1;
                 println!("  {:<14} ERROR {e}", c.id);
             }
         }
+    }
+    let warnings = negvol_train::dataset::review(&checks);
+    for w in &warnings {
+        println!("  warning: {w}");
     }
     if let Some(p) = &a.json {
         let text = serde_json::to_vec_pretty(&checks)?;

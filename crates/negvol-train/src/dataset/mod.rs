@@ -467,6 +467,183 @@ pub struct CaseCheck {
     pub result: std::result::Result<CaseSummary, String>,
 }
 
+/// Something in a dataset that loads but deserves a look (see [`review`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub enum DatasetWarning {
+    /// An image whose darkest voxel is above -500: a CT in Hounsfield units shows air near
+    /// -1000. Stored values without the DICOM rescale (the seed paper's inputs), an MR image or
+    /// a crop without air look like this; intensity windows and normalisations in HU would
+    /// then be wrong.
+    NotHounsfield {
+        /// Case id.
+        id: String,
+        /// Its darkest voxel.
+        min: f32,
+    },
+    /// A structure with no voxel in a case.
+    EmptyStructure {
+        /// Case id.
+        id: String,
+        /// The structure.
+        target: String,
+    },
+    /// A structure more than 4 times larger or smaller than its median over the cases
+    /// (a wrong label value, a mask of another structure, a wrong unit or spacing).
+    VolumeOutlier {
+        /// Case id.
+        id: String,
+        /// The structure.
+        target: String,
+        /// Its volume in this case (mm3).
+        mm3: f64,
+        /// The median over the cases where it is not empty (mm3).
+        median_mm3: f64,
+    },
+    /// The voxel spacing along one anatomical axis differs more than twice across cases:
+    /// resample to a common spacing (`TrainConfig::target_spacing`, or `plan`).
+    SpacingSpread {
+        /// Anatomical axis: 0 = R/L, 1 = A/P, 2 = S/I.
+        axis: usize,
+        /// Smallest spacing (mm).
+        min: f64,
+        /// Largest spacing (mm).
+        max: f64,
+    },
+    /// Cases are stored in more than one orientation (harmless for runs that reorient,
+    /// `TrainConfig::orientation`, the default; harmful in stored order).
+    MixedOrientation {
+        /// Orientation codes and how many cases have each.
+        codes: Vec<(String, usize)>,
+    },
+}
+
+impl std::fmt::Display for DatasetWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotHounsfield { id, min } => write!(
+                f,
+                "{id}: darkest voxel {min} > -500: not a CT in HU (no rescale? MR? no air?)"
+            ),
+            Self::EmptyStructure { id, target } => write!(f, "{id}: {target} is empty"),
+            Self::VolumeOutlier {
+                id,
+                target,
+                mm3,
+                median_mm3,
+            } => write!(
+                f,
+                "{id}: {target} is {mm3:.0} mm3, more than 4x off its median {median_mm3:.0} mm3"
+            ),
+            Self::SpacingSpread { axis, min, max } => write!(
+                f,
+                "spacing along {} ranges {min:.3}..{max:.3} mm across cases: resample to one \
+                 spacing (train --spacing, or plan)",
+                ["R/L", "A/P", "S/I"][(*axis).min(2)]
+            ),
+            Self::MixedOrientation { codes } => {
+                let c: Vec<String> = codes.iter().map(|(c, n)| format!("{n} {c}")).collect();
+                write!(
+                    f,
+                    "cases stored in several orientations ({}): fine for runs that reorient \
+                     (the default), wrong with --orientation none",
+                    c.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Look over the summaries of [`DatasetSpec::check`] for what loads but is probably wrong
+/// (each [`DatasetWarning`] says what and why). Cases that failed to load are skipped.
+pub fn review(checks: &[CaseCheck]) -> Vec<DatasetWarning> {
+    let ok: Vec<(&str, &CaseSummary)> = checks
+        .iter()
+        .filter_map(|c| c.result.as_ref().ok().map(|s| (c.id.as_str(), s)))
+        .collect();
+    let mut out = Vec::new();
+    for (id, s) in &ok {
+        if s.intensity_range[0] > -500.0 {
+            out.push(DatasetWarning::NotHounsfield {
+                id: id.to_string(),
+                min: s.intensity_range[0],
+            });
+        }
+        for (t, n, _) in &s.structures {
+            if *n == 0 {
+                out.push(DatasetWarning::EmptyStructure {
+                    id: id.to_string(),
+                    target: t.clone(),
+                });
+            }
+        }
+    }
+    // Volume outliers per structure (structures in the order of the first case).
+    if let Some((_, first)) = ok.first() {
+        for (t, _, _) in &first.structures {
+            let vols: Vec<(&str, f64)> = ok
+                .iter()
+                .filter_map(|(id, s)| {
+                    s.structures
+                        .iter()
+                        .find(|(n, v, _)| n == t && *v > 0)
+                        .map(|(_, _, mm3)| (*id, *mm3))
+                })
+                .collect();
+            if vols.len() < 3 {
+                continue;
+            }
+            let mut sorted: Vec<f64> = vols.iter().map(|v| v.1).collect();
+            sorted.sort_by(f64::total_cmp);
+            let m = sorted.len() / 2;
+            let median = if sorted.len() % 2 == 0 {
+                0.5 * (sorted[m - 1] + sorted[m])
+            } else {
+                sorted[m]
+            };
+            for (id, v) in vols {
+                if v > 4.0 * median || v < median / 4.0 {
+                    out.push(DatasetWarning::VolumeOutlier {
+                        id: id.to_string(),
+                        target: t.clone(),
+                        mm3: v,
+                        median_mm3: median,
+                    });
+                }
+            }
+        }
+    }
+    // Spacing per anatomical axis, and orientations.
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [0.0f64; 3];
+    let mut codes: Vec<(String, usize)> = Vec::new();
+    for (_, s) in &ok {
+        if let Ok((world, _)) = negvol_volume::parse_orientation_code(&s.orientation) {
+            for a in 0..3 {
+                lo[world[a]] = lo[world[a]].min(s.spacing[a]);
+                hi[world[a]] = hi[world[a]].max(s.spacing[a]);
+            }
+        }
+        match codes.iter_mut().find(|(c, _)| *c == s.orientation) {
+            Some((_, n)) => *n += 1,
+            None => codes.push((s.orientation.clone(), 1)),
+        }
+    }
+    for axis in 0..3 {
+        if hi[axis] > 2.0 * lo[axis] {
+            out.push(DatasetWarning::SpacingSpread {
+                axis,
+                min: lo[axis],
+                max: hi[axis],
+            });
+        }
+    }
+    if codes.len() > 1 {
+        out.push(DatasetWarning::MixedOrientation { codes });
+    }
+    out
+}
+
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     serde_json::from_str(&text).map_err(|source| TrainError::Json {
@@ -778,6 +955,61 @@ mod tests {
             assert_eq!(train.len() + val.len(), 8);
         }
         assert!(kfold_by_patient(&p, 6, 0).is_err());
+    }
+
+    #[test]
+    fn review_flags_what_loads_but_looks_wrong() {
+        let case =
+            |id: &str, min: f32, spacing: [f64; 3], orientation: &str, mc: usize| CaseCheck {
+                id: id.into(),
+                result: Ok(CaseSummary {
+                    patient: id.into(),
+                    shape: [10; 3],
+                    spacing,
+                    orientation: orientation.into(),
+                    intensity_range: [min, 2000.0],
+                    structures: vec![("mc".into(), mc, mc as f64)],
+                }),
+            };
+        let fine = vec![
+            case("a", -1024.0, [0.4; 3], "RAS", 100),
+            case("b", -1000.0, [0.5; 3], "RAS", 120),
+            case("c", -990.0, [0.4; 3], "RAS", 90),
+        ];
+        assert_eq!(review(&fine), vec![]);
+        let mut bad = fine.clone();
+        bad.push(case("raw", 0.0, [0.4, 0.4, 1.0], "LPS", 0));
+        bad.push(case("big", -1000.0, [0.4; 3], "PSL", 1000));
+        bad.push(CaseCheck {
+            id: "broken".into(),
+            result: Err("no image".into()),
+        });
+        let w = review(&bad);
+        let text: Vec<String> = w.iter().map(|w| w.to_string()).collect();
+        assert!(w.contains(&DatasetWarning::NotHounsfield {
+            id: "raw".into(),
+            min: 0.0
+        }));
+        assert!(w.contains(&DatasetWarning::EmptyStructure {
+            id: "raw".into(),
+            target: "mc".into()
+        }));
+        assert!(w.iter().any(|w| matches!(w,
+            DatasetWarning::VolumeOutlier { id, median_mm3, .. } if id == "big" && *median_mm3 == 110.0)));
+        // raw's 1.0 mm is along S/I (LPS keeps S on k); PSL's axes are permuted, spacing 0.4.
+        assert!(w.contains(&DatasetWarning::SpacingSpread {
+            axis: 2,
+            min: 0.4,
+            max: 1.0
+        }));
+        assert!(!w
+            .iter()
+            .any(|w| matches!(w, DatasetWarning::SpacingSpread { axis: 0 | 1, .. })));
+        assert!(
+            text.iter().any(|t| t.contains("3 RAS, 1 LPS, 1 PSL")),
+            "{text:?}"
+        );
+        assert_eq!(w.len(), 5, "{text:?}");
     }
 
     #[test]
