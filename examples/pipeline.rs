@@ -29,6 +29,8 @@
 //! ```text
 //! cargo run --release --example pipeline -- --image ct.nii.gz --mc-model runs/cv --tb-model runs/cv --out out/ct
 //! ```
+//! `--image` may also be a folder holding one DICOM CT series (read in HU; the outputs are NIfTI
+//! in the series' geometry).
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +50,7 @@ use negvol_volume::Volume;
 #[derive(Parser, Debug)]
 #[command(about = "CT -> MC, TB -> NV with trained negvol models")]
 struct Args {
-    /// Input CT (NIfTI, HU).
+    /// Input CT (HU): a NIfTI file or a DICOM series folder.
     #[arg(long)]
     image: PathBuf,
     /// Condyle model: checkpoint (.json or .safetensors), training output folder (its
@@ -247,7 +249,7 @@ fn load_models(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
-    let image = negvol_volume::read_nifti::<f32>(&a.image)?;
+    let image = negvol_volume::read_image(&a.image)?;
     let t0 = std::time::Instant::now();
     let vois = match &a.locator {
         Some(p) => Some(locate_vois(p, &image, device, a.voi_margin_mm)?),

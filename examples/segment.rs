@@ -26,7 +26,7 @@ struct Args {
     /// for an ensemble: the mean of the models' probabilities, then the argmax.
     #[arg(long, required = true)]
     model_file: Vec<PathBuf>,
-    /// Input image (NIfTI).
+    /// Input image: a NIfTI file or a DICOM CT series folder.
     #[arg(long)]
     image: PathBuf,
     /// Output label map (NIfTI, u8: 0 background, t+1 for target t).
@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: a.batch_size,
         precision,
     };
-    let image = negvol_volume::read_nifti::<f32>(&a.image)?;
+    let image = negvol_volume::read_image(&a.image)?;
     let t0 = std::time::Instant::now();
     let mut pred = model.predict_overriding(&image, &overrides)?;
     let secs = t0.elapsed().as_secs_f64();

@@ -122,8 +122,8 @@ pub use resample::{resample, resample_to_spacing, spacing_geometry, Interpolatio
 pub use scalar::{NiftiDtype, NiftiScalar};
 pub use stl::{read_stl, read_stl_from_bytes, write_stl, TriMesh};
 pub use tools::{
-    convert, file_kind, nifti_info, stl_info, ConvertOptions, ConvertReport, FileKind, NiftiInfo,
-    StlInfo, ValueStats,
+    convert, file_kind, nifti_info, read_image, stl_info, ConvertOptions, ConvertReport, FileKind,
+    NiftiInfo, StlInfo, ValueStats,
 };
 #[cfg(feature = "dicom")]
 pub use tools::{dicom_info, DicomSeriesInfo};

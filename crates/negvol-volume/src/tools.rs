@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::{
-    read_nifti_geometry, read_nifti_header, read_nifti_with, read_stl, resample_to_spacing,
-    voxelize, write_nifti_with, AffineSource, AxisTransform, Endianness, Interpolation, NiftiDtype,
-    NiftiReadOptions, NiftiScalar, NiftiWriteOptions, Result, Volume, VolumeError,
+    read_nifti, read_nifti_geometry, read_nifti_header, read_nifti_with, read_stl,
+    resample_to_spacing, voxelize, write_nifti_with, AffineSource, AxisTransform, Endianness,
+    Interpolation, NiftiDtype, NiftiReadOptions, NiftiScalar, NiftiWriteOptions, Result, Volume,
+    VolumeError,
 };
 
 /// Summary statistics of voxel values (NaN voxels counted apart).
@@ -227,6 +228,31 @@ pub fn file_kind(path: &Path) -> Option<FileKind> {
     } else {
         None
     }
+}
+
+/// Read an image as f32: a NIfTI file (scaled values), or a folder holding one DICOM CT series
+/// (Hounsfield units, feature `dicom`). What a user means by "the CT" in a command line.
+///
+/// ```no_run
+/// let ct = negvol_volume::read_image("patient01/CT")?;          // DICOM series folder
+/// let same = negvol_volume::read_image("patient01/ct.nii.gz")?;  // or NIfTI
+/// # Ok::<(), negvol_volume::VolumeError>(())
+/// ```
+///
+/// # Errors
+/// A folder without the `dicom` feature, and whatever the NIfTI or DICOM reader returns.
+pub fn read_image(path: impl AsRef<Path>) -> Result<Volume<f32>> {
+    let path = path.as_ref();
+    if path.is_dir() {
+        #[cfg(feature = "dicom")]
+        return crate::read_dicom_series(path);
+        #[cfg(not(feature = "dicom"))]
+        return Err(VolumeError::InvalidArgument(format!(
+            "{}: a folder (DICOM series) needs negvol-volume's `dicom` feature",
+            path.display()
+        )));
+    }
+    read_nifti(path)
 }
 
 /// Options of [`convert`].

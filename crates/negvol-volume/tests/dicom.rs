@@ -105,3 +105,21 @@ fn truncated_slice_is_an_error_not_a_panic() {
     // pixel data is refused: an error either way.
     assert!(read_dicom_series(dir.path()).is_err());
 }
+
+#[test]
+fn read_image_takes_a_series_folder_or_a_nifti_file() {
+    let series = read_dicom_series(fixture("ct")).unwrap();
+    let v = read_image(fixture("ct")).unwrap();
+    assert_eq!(v.data(), series.data());
+    assert_eq!(v.geometry(), series.geometry());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ct.nii.gz");
+    write_nifti_as(&p, &series, NiftiDtype::F32).unwrap();
+    let n = read_image(&p).unwrap();
+    assert_eq!(n.data(), series.data());
+    n.geometry().check_same(series.geometry(), 1e-6).unwrap();
+    assert!(read_image(dir.path().join("missing.nii.gz")).is_err());
+    // An empty folder is not a series.
+    let e = read_image(dir.path()).unwrap_err().to_string();
+    assert!(!e.is_empty());
+}

@@ -115,12 +115,7 @@ fn label_stem(name: &str) -> Option<&str> {
 
 /// Read a case's image: a NIfTI file, or a DICOM series folder (in HU).
 pub fn read_image(id: &str, path: &Path) -> Result<Volume<f32>> {
-    let image = if path.is_dir() {
-        negvol_volume::read_dicom_series(path)
-    } else {
-        negvol_volume::read_nifti::<f32>(path)
-    }
-    .map_err(|source| TrainError::Volume {
+    let image = negvol_volume::read_image(path).map_err(|source| TrainError::Volume {
         context: format!("case {id}: image {}", path.display()),
         source,
     })?;
