@@ -94,8 +94,8 @@
 // Small fixed-size matrix code reads best with explicit indices.
 #![allow(clippy::needless_range_loop)]
 
-#[cfg(feature = "dicom")]
 pub mod atomic;
+#[cfg(feature = "dicom")]
 mod dicom;
 mod error;
 mod geometry;
