@@ -4,7 +4,8 @@
 //! anisotropic Euclidean distance transform ([`edt`]), surface extraction ([`surface`]),
 //! surface-distance metrics and their named variants ([`distance`]), the seed paper's "CE"
 //! score ([`probabilistic`]), whole-pair and per-label evaluation ([`pair`]), mean +- std
-//! reports ([`report`]) and connected components under 6-, 18- or 26-connectivity
+//! reports ([`report`]), the seed paper's Table 1 rows and their markdown table ([`table1`])
+//! and connected components under 6-, 18- or 26-connectivity
 //! ([`components`]: label volume, per-component statistics, keeping the largest components).
 //! Pure Rust, parallel with rayon.
 //!
@@ -48,6 +49,7 @@ pub mod pair;
 pub mod probabilistic;
 pub mod report;
 pub mod surface;
+pub mod table1;
 mod value;
 
 pub use components::{
@@ -66,4 +68,5 @@ pub use pair::{
 pub use probabilistic::{cross_entropy, cross_entropy_multiclass};
 pub use report::{csv_table, CaseRow, Report, Summary};
 pub use surface::{BoundingBox, Connectivity};
+pub use table1::{markdown_table, table1_row, Table1Row};
 pub use value::{MetricValue, Note};

@@ -15,6 +15,9 @@ pub enum Note {
     EmptyPrediction,
     /// The reference covers the whole volume, so there are no negatives (specificity).
     NoNegatives,
+    /// No predicted probability map was given, so a probabilistic score (the CE score of
+    /// [`crate::table1::table1_row`]) is undefined.
+    NoProbability,
 }
 
 /// A metric value: `value` is `None` when the metric is undefined, and `note` says why (or why
