@@ -13,6 +13,8 @@
 //! - [`drop_condyles_on_tb`]: removes predicted condyle components that rest on temporal bone;
 //! - [`clean_predicted_masks`]: the clean-up of predicted MC and TB masks (that check, then the
 //!   largest connected components of each, [`CleanupConfig`]) with a [`CleanupReport`];
+//! - [`nv_table_row`]: the seed paper's Table 1 NV row from predicted MC and TB masks (clean-up,
+//!   NV, scores against the true NV) as an [`NvTableRow`];
 //! - [`write_outputs`]: NV mask, width maps, meshes, pictures and the JSON report in a folder.
 //!
 //! Accuracy on the phantoms and speed are in the crate README.
@@ -58,6 +60,7 @@ mod pipeline;
 mod plausible;
 pub mod render;
 mod report;
+mod score;
 
 pub use cleanup::{clean_predicted_masks, CleanupConfig, CleanupReport};
 pub use config::{Method, NvConfig, OverlapPolicy, SideSplit, CONDYLE_COMPONENT_FRACTION};
@@ -73,3 +76,4 @@ pub use report::{
     asymmetry_index, Asymmetry, AsymmetryUndefined, Issue, IssueCode, NvReport, RayCounts, Side,
     SideReport, SplitPlane, WidthStats, REMOVED_VOLUME_ISSUE_FRACTION,
 };
+pub use score::{nv_table_row, NvTableRow, TRUTH_GRID_TOLERANCE_MM};
