@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use negvol::{derive_nv, write_outputs, NvConfig, OutputOptions};
-use negvol_metrics::{evaluate_pair, EvalOptions};
+use negvol_metrics::{table1_row, EvalOptions};
 use negvol_phantom::{case_seed, generate, PhantomConfig, Side};
 use negvol_train::augment::AugmentConfig;
 use negvol_train::checkpoint::{write_atomic, EpochRecord};
@@ -229,20 +229,20 @@ fn run_config(a: &Args) -> Result<RunConfig, Box<dyn std::error::Error>> {
     })
 }
 
+/// Dice, HD95 and volumes of `negvol_metrics::table1_row` (no probability: no CE).
 fn score(truth: &Volume<bool>, pred: &Volume<bool>) -> Result<Score, Box<dyn std::error::Error>> {
-    let opts = EvalOptions {
-        percentile: 95.0,
-        surfels: false,
-        solid: false,
-        seed_paper: false,
-        ..Default::default()
-    };
-    let m = evaluate_pair(truth.view(), pred.view(), truth.geometry().spacing(), &opts)?;
+    let row = table1_row(
+        truth.view(),
+        pred.view(),
+        None,
+        truth.geometry().spacing(),
+        &EvalOptions::default(),
+    )?;
     Ok(Score {
-        dice: m.overlap.dice.get(),
-        hd95_mm: m.voxel_surface.hd_percentile.get(),
-        predicted_mm3: m.prediction_volume_mm3,
-        truth_mm3: m.reference_volume_mm3,
+        dice: row.dice.get(),
+        hd95_mm: row.hd_percentile_mm.get(),
+        predicted_mm3: row.prediction_volume_mm3,
+        truth_mm3: row.reference_volume_mm3,
     })
 }
 

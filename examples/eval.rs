@@ -26,21 +26,22 @@
 //! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
 //! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
 //! cases (cases where a metric is undefined, e.g. an empty prediction, are counted apart).
+//! The rows are `negvol_metrics::table1_row`, the table `negvol_metrics::markdown_table` (their
+//! docs define every column).
 //!
 //! For a model that segments both `mc` and `tb`, on cases with an `nv` mask, an NV row scores
 //! the negative volume derived from the predicted masks the way `pipeline` derives it
 //! (`negvol::clean_predicted_masks`: MC components resting on TB dropped, at most
 //! `--keep-largest` components of each bone at >= 10 % of the largest; default NV settings or
 //! `--nv-config`) against the case's NV: the paper's NV row, produced by negvol's MC+TB -> NV
-//! method instead of a network trained on NV. A case whose NV cannot be derived counts as undefined, with the reason.
+//! method instead of a network trained on NV (`negvol::nv_table_row`). A case whose NV cannot
+//! be derived counts as undefined, with the reason.
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use negvol::{clean_predicted_masks, derive_nv, CleanupConfig, ComponentFilter, NvConfig};
-use negvol_metrics::{
-    cross_entropy, csv_table, evaluate_pair, CaseRow, EvalOptions, MetricValue, Note, Report,
-};
+use negvol::{nv_table_row, CleanupConfig, ComponentFilter, NvConfig};
+use negvol_metrics::{csv_table, markdown_table, table1_row, CaseRow, EvalOptions, Report};
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
 use negvol_train::run::parse_device;
 use negvol_train::DatasetSpec;
@@ -91,74 +92,6 @@ struct Args {
 
 /// Label of the NV rows in the per-case table (not a class of the model).
 const NV_LABEL: u8 = 255;
-
-/// The NV row of one case: NV derived from the predicted MC and TB against the true NV.
-fn nv_row(
-    pred: &negvol_train::Prediction,
-    mc_cls: u8,
-    tb_cls: u8,
-    truth: &negvol_volume::Volume<bool>,
-    cfg: &NvConfig,
-    cleanup: &CleanupConfig,
-    opts: &EvalOptions,
-) -> Result<Vec<(String, MetricValue)>, Box<dyn std::error::Error>> {
-    let mut mc = pred.mask(mc_cls);
-    let mut tb = pred.mask(tb_cls);
-    clean_predicted_masks(&mut mc, &mut tb, cleanup)?;
-    let names = [
-        "DICE %",
-        "HD (paper, voxels)",
-        "HD mm",
-        "HD95 mm",
-        "ASSD mm",
-        "volume error %",
-    ];
-    let nv = match derive_nv(&mc, &tb, cfg) {
-        Ok(r) => r.nv,
-        Err(e) => {
-            eprintln!("  NV not derived: {e}");
-            return Ok(names
-                .iter()
-                // Undefined without a note: the reason (an NvError) is printed above.
-                .map(|n| {
-                    (
-                        n.to_string(),
-                        MetricValue {
-                            value: None,
-                            note: None,
-                        },
-                    )
-                })
-                .collect());
-        }
-    };
-    let m = evaluate_pair(truth.view(), nv.view(), truth.geometry().spacing(), opts)?;
-    let vol_err = if m.reference_volume_mm3 > 0.0 {
-        MetricValue::defined(
-            100.0 * (m.prediction_volume_mm3 - m.reference_volume_mm3) / m.reference_volume_mm3,
-        )
-    } else {
-        MetricValue::undefined(Note::EmptyReference)
-    };
-    let pct = |v: MetricValue| MetricValue {
-        value: v.value.map(|x| 100.0 * x),
-        note: v.note,
-    };
-    Ok(vec![
-        (names[0].into(), pct(m.overlap.dice)),
-        (
-            names[1].into(),
-            m.seed_paper_hd_voxels.unwrap_or(MetricValue {
-                value: None,
-                note: None,
-            }),
-        ),
-        (names[2].into(), m.voxel_surface.hd),
-        (names[3].into(), m.voxel_surface.hd_percentile),
-        (names[4].into(), m.voxel_surface.assd),
-        (names[5].into(), vol_err),
-    ])
-}
 
 /// `what` of the members: their distinct values joined by `+`, in member order.
 fn describe(e: &Ensemble, what: impl Fn(&negvol_train::run::LoadedModel) -> String) -> String {
@@ -288,9 +221,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let opts = EvalOptions {
         tolerance_mm: a.tolerance_mm,
-        surfels: false,
-        solid: false,
-        seed_paper: true,
         ..Default::default()
     };
     let nv_cfg: NvConfig = match &a.nv_config {
@@ -320,41 +250,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let cls = (t + 1) as u8;
             let truth = case.label.data().mapv(|v| v == cls);
             let mask = pred.labels.data().mapv(|v| v == cls);
-            let m = evaluate_pair(
+            let row = table1_row(
                 truth.view(),
                 mask.view(),
+                Some(pred.probabilities[t + 1].view()),
                 case.image.geometry().spacing(),
                 &opts,
             )?;
-            let ce = cross_entropy(pred.probabilities[t + 1].view(), truth.view())?;
-            let pct = |v: MetricValue| MetricValue {
-                value: v.value.map(|x| 100.0 * x),
-                note: v.note,
-            };
-            let values = vec![
-                ("DICE %".to_string(), pct(m.overlap.dice)),
-                ("CE".to_string(), MetricValue::defined(ce)),
-                (
-                    "HD (paper, voxels)".to_string(),
-                    m.seed_paper_hd_voxels.unwrap_or(MetricValue {
-                        value: None,
-                        note: None,
-                    }),
-                ),
-                ("HD mm".to_string(), m.voxel_surface.hd),
-                ("HD95 mm".to_string(), m.voxel_surface.hd_percentile),
-                ("ASSD mm".to_string(), m.voxel_surface.assd),
-                (format!("NSD@{}mm", a.tolerance_mm), m.voxel_surface.nsd),
-            ];
             eprintln!(
                 "{} {name}: Dice {}, HD95 {}",
                 c.id,
-                values[0].1.get().map_or("-".into(), |v| format!("{v:.2}%")),
-                values[4]
-                    .1
+                row.dice_percent()
+                    .get()
+                    .map_or("-".into(), |v| format!("{v:.2}%")),
+                row.hd_percentile_mm
                     .get()
                     .map_or("-".into(), |v| format!("{v:.2} mm"))
             );
+            let values = row.named_values();
             rows.push(CaseRow {
                 case: format!("{}:{name}", c.id),
                 label: Some(cls),
@@ -363,7 +276,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if let Some((mc_cls, tb_cls)) = nv_classes {
             let truth = c.read_mask("nv")?;
-            let values = nv_row(&pred, mc_cls, tb_cls, &truth, &nv_cfg, &cleanup, &opts)?;
+            let row = nv_table_row(
+                pred.mask(mc_cls),
+                pred.mask(tb_cls),
+                &truth,
+                &nv_cfg,
+                &cleanup,
+                &opts,
+            )?;
+            if let Some(e) = row.not_derived() {
+                eprintln!("  NV not derived: {e}");
+            }
+            let values = row.named_values();
             rows.push(CaseRow {
                 case: format!("{}:nv", c.id),
                 label: Some(NV_LABEL),
@@ -372,8 +296,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "| Obj | Score | {} ({}, {} cases) |",
+    let title = format!(
+        "{} ({}, {} cases)",
         match (models.len(), ensemble.members().len()) {
             (1, 1) => model.model.net.arch().to_string(),
             (1, k) => format!(
@@ -388,8 +312,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         describe(ensemble, |m| m.model.loss.name().to_string()),
         jobs.len()
     );
-    println!("|---|---|---|");
-    let mut summaries = serde_json::Map::new();
     let mut objects: Vec<(String, u8)> = targets
         .iter()
         .enumerate()
@@ -398,39 +320,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if nv_classes.is_some() {
         objects.push(("nv".into(), NV_LABEL));
     }
+    let mut summaries = serde_json::Map::new();
+    let mut table = Vec::new();
     for (name, cls) in &objects {
-        let cls = *cls;
         let report = Report::from_cases(
             rows.iter()
-                .filter(|r| r.label == Some(cls))
+                .filter(|r| r.label == Some(*cls))
                 .map(|r| r.values.clone()),
         );
-        let order: Vec<String> = rows
-            .iter()
-            .find(|r| r.label == Some(cls))
-            .map(|r| r.values.iter().map(|(n, _)| n.clone()).collect())
-            .unwrap_or_default();
-        for metric in order {
-            let s = &report.metrics[&metric];
-            let cell = match (s.mean, s.std) {
-                (Some(m), Some(sd)) => format!("{m:.3}+-{sd:.3}"),
-                (Some(m), None) => format!("{m:.3}"),
-                _ => "n/a".into(),
-            };
-            let undefined = if s.n_undefined > 0 {
-                format!(" ({} undefined)", s.n_undefined)
-            } else {
-                String::new()
-            };
-            let obj = if cls == NV_LABEL {
-                "NV (from MC+TB)".to_string()
-            } else {
-                name.to_uppercase()
-            };
-            println!("| {obj} | {metric} | {cell}{undefined} |");
-        }
         summaries.insert(name.clone(), serde_json::to_value(&report)?);
+        let obj = if *cls == NV_LABEL {
+            "NV (from MC+TB)".to_string()
+        } else {
+            name.to_uppercase()
+        };
+        table.push((obj, report));
     }
+    print!("{}", markdown_table(&title, &table));
     println!("{} cases in {secs:.1} s", jobs.len());
     if let Some(p) = &a.csv {
         negvol_train::checkpoint::write_atomic(p, csv_table(&rows).as_bytes())?;
