@@ -22,7 +22,7 @@ use negvol::{derive_nv, write_outputs, NvConfig, OutputOptions};
 use negvol_metrics::{table1_row, EvalOptions};
 use negvol_phantom::{case_seed, generate, PhantomConfig, Side};
 use negvol_train::augment::AugmentConfig;
-use negvol_train::checkpoint::{write_atomic, EpochRecord};
+use negvol_train::checkpoint::{write_json, EpochRecord};
 use negvol_train::dataset::build_case;
 use negvol_train::infer::InferenceConfig;
 use negvol_train::optim::{LrSchedule, OptimizerConfig};
@@ -293,10 +293,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let run = run_config(&a)?;
     let train_dir = a.out.join("train");
     std::fs::create_dir_all(&train_dir)?;
-    write_atomic(
-        &train_dir.join("run.json"),
-        serde_json::to_string_pretty(&run)?.as_bytes(),
-    )?;
+    write_json(&train_dir.join("run.json"), &run)?;
     println!(
         "2. training unet3d {:?} for MC + TB on the CPU: {} epochs x {} batches of 2 x {}^3 patches, budget {} min",
         a.f_maps, a.epochs, a.batches_per_epoch, a.patch, a.max_minutes
@@ -443,10 +440,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         asymmetry_index: r.asymmetry.index,
         true_asymmetry_index: test.truth.asymmetry_index,
     };
-    write_atomic(
-        &a.out.join("demo.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    write_json(&a.out.join("demo.json"), &summary)?;
     println!(
         "wrote masks (mc, tb, nv, truth_*), report.json, demo.json and {} more files to {}; {:.1} s in all",
         files.len().saturating_sub(2),

@@ -343,10 +343,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("per-case CSV: {}", p.display());
     }
     if let Some(p) = &a.json {
-        negvol_train::checkpoint::write_atomic(
-            p,
-            serde_json::to_string_pretty(&summaries)?.as_bytes(),
-        )?;
+        negvol_train::checkpoint::write_json(p, &summaries)?;
     }
     Ok(())
 }

@@ -421,10 +421,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = parse_device(&a.device)?;
     run.validate()?;
     std::fs::create_dir_all(&a.out)?;
-    negvol_train::checkpoint::write_atomic(
-        &a.out.join("run.json"),
-        serde_json::to_string_pretty(&run)?.as_bytes(),
-    )?;
+    negvol_train::checkpoint::write_json(&a.out.join("run.json"), &run)?;
 
     let spec = DatasetSpec::open(&a.input_data)?;
     eprintln!(
@@ -450,10 +447,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(negvol_train::dataset::CaseRecord::of)
         .collect();
-    negvol_train::checkpoint::write_atomic(
-        &a.out.join("cases.json"),
-        serde_json::to_string_pretty(&records)?.as_bytes(),
-    )?;
+    negvol_train::checkpoint::write_json(&a.out.join("cases.json"), &records)?;
     let mut obs = Progress { quiet: a.quiet };
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();

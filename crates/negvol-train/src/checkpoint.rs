@@ -32,6 +32,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     negvol_volume::atomic::write_bytes_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
 }
 
+/// Write `value` as pretty JSON with a final newline, atomically ([`write_atomic`]): how
+/// plans, manifests, splits and run records are written.
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Read a JSON file into `T`; errors name the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// A temporary name next to `path` that keeps `path`'s extension `ext` (so that tch picks
 /// the safetensors writer): `.NAME.tmp-PID.ext`.
 fn temp_sibling(path: &Path, ext: &str) -> PathBuf {

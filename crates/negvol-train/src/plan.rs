@@ -424,22 +424,7 @@ impl Fingerprint {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| TrainError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| TrainError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    bytes.push(b'\n');
-    crate::checkpoint::write_atomic(path, &bytes)
-}
+use crate::checkpoint::{read_json, write_json};
 
 /// The orientation plans are made in: fingerprints measure shapes and spacings along the
 /// axes of each case reoriented to it, and [`Plan::apply`] sets it as the run's

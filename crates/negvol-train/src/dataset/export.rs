@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{kfold_by_patient, load_case, DatasetSpec};
+use crate::checkpoint::write_json;
 use crate::{Result, TrainError};
 
 /// Options of [`export_nnunet`].
@@ -181,13 +182,4 @@ pub fn export_nnunet(
         labels: label_table,
         folds: splits.len(),
     })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_vec_pretty(value).map_err(|source| TrainError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.push(b'\n');
-    crate::checkpoint::write_atomic(path, &text)
 }

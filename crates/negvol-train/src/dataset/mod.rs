@@ -344,12 +344,7 @@ impl DatasetSpec {
 
     /// Write this spec as a negvol manifest (atomically).
     pub fn save_manifest(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let text = serde_json::to_string_pretty(self).map_err(|source| TrainError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        crate::checkpoint::write_atomic(path, text.as_bytes())
+        crate::checkpoint::write_json(path.as_ref(), self)
     }
 
     /// The sub-dataset of the given case indices.
@@ -640,11 +635,7 @@ pub fn review(checks: &[CaseCheck]) -> Vec<DatasetWarning> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| TrainError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::checkpoint::read_json(path)
 }
 
 impl CaseSpec {
@@ -866,11 +857,7 @@ pub fn read_splits(
         path: path.to_path_buf(),
         message,
     };
-    let splits: Vec<Split> =
-        serde_json::from_value(read_json(path)?).map_err(|source| TrainError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let splits: Vec<Split> = crate::checkpoint::read_json(path)?;
     if splits.is_empty() {
         return Err(bad("no fold".into()));
     }
@@ -922,12 +909,7 @@ pub fn write_splits(path: &Path, ids: &[&str], folds: &[(Vec<usize>, Vec<usize>)
         .iter()
         .map(|(t, v)| serde_json::json!({"train": names(t), "val": names(v)}))
         .collect();
-    let mut text = serde_json::to_vec_pretty(&value).map_err(|source| TrainError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.push(b'\n');
-    crate::checkpoint::write_atomic(path, &text)
+    crate::checkpoint::write_json(path, &value)
 }
 
 #[cfg(test)]
