@@ -245,34 +245,6 @@ fn bad_nnunet_datasets_are_clear_errors() {
     assert!(e.contains("case_001") && e.contains("has no image"), "{e}");
 }
 
-/// A closed box mesh with corners `lo`, `hi` (world mm), faces outward.
-fn box_mesh(lo: [f64; 3], hi: [f64; 3]) -> TriMesh {
-    let v: Vec<[f64; 3]> = (0..8)
-        .map(|n| {
-            [
-                if n & 1 == 0 { lo[0] } else { hi[0] },
-                if n >> 1 & 1 == 0 { lo[1] } else { hi[1] },
-                if n >> 2 == 0 { lo[2] } else { hi[2] },
-            ]
-        })
-        .collect();
-    let f = vec![
-        [0, 2, 1],
-        [1, 2, 3],
-        [4, 5, 6],
-        [5, 7, 6],
-        [0, 1, 4],
-        [1, 5, 4],
-        [2, 6, 3],
-        [3, 6, 7],
-        [0, 4, 2],
-        [2, 4, 6],
-        [1, 3, 5],
-        [3, 7, 5],
-    ];
-    TriMesh::new(v, f).unwrap()
-}
-
 #[test]
 fn stl_labels_are_voxelised_on_the_image_grid_in_either_frame() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,7 +256,7 @@ fn stl_labels_are_voxelised_on_the_image_grid_in_either_frame() {
     write_nifti_as(case.join("image.nii.gz"), &img, NiftiDtype::I16).unwrap();
     // Box 2..6 x 1..4 x 3..8 mm: centres 2..5, 1..3, 3..7 (half-open) = 4 * 3 * 5 voxels.
     let (lo, hi) = ([2.0, 1.0, 3.0], [6.0, 4.0, 8.0]);
-    write_stl(case.join("mc.stl"), &box_mesh(lo, hi)).unwrap();
+    write_stl(case.join("mc.stl"), &TriMesh::cuboid(lo, hi)).unwrap();
     let spec = DatasetSpec::open(dir.path()).unwrap();
     assert!(matches!(
         spec.cases[0].labels["mc"],
@@ -298,7 +270,7 @@ fn stl_labels_are_voxelised_on_the_image_grid_in_either_frame() {
     assert_eq!(m.data().mapv(u8::from), c.label.data());
 
     // The same box in LPS (x, y negated), tagged as 3D Slicer tags it: read identically.
-    let lps = box_mesh([-6.0, -4.0, 3.0], [-2.0, -1.0, 8.0]);
+    let lps = TriMesh::cuboid([-6.0, -4.0, 3.0], [-2.0, -1.0, 8.0]);
     let tagged = case.join("tb.stl");
     write_stl(&tagged, &lps).unwrap();
     let mut bytes = std::fs::read(&tagged).unwrap();

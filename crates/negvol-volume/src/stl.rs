@@ -20,6 +20,39 @@ pub struct TriMesh {
 }
 
 impl TriMesh {
+    /// The closed, outward-oriented surface of the axis-aligned box from corner `lo` to
+    /// corner `hi` (world mm): 8 vertices, 12 triangles. Corners in either order.
+    ///
+    /// ```
+    /// let b = negvol_volume::TriMesh::cuboid([0.0; 3], [2.0, 3.0, 4.0]);
+    /// assert!(b.is_closed());
+    /// assert!((b.signed_volume() - 24.0).abs() < 1e-12);
+    /// ```
+    pub fn cuboid(lo: [f64; 3], hi: [f64; 3]) -> Self {
+        let (lo, hi) = (
+            [0, 1, 2].map(|a| lo[a].min(hi[a])),
+            [0, 1, 2].map(|a| lo[a].max(hi[a])),
+        );
+        let vertices = (0..8)
+            .map(|n| [0, 1, 2].map(|a| if n >> a & 1 == 1 { hi[a] } else { lo[a] }))
+            .collect();
+        let faces = vec![
+            [0, 2, 1],
+            [1, 2, 3],
+            [4, 5, 6],
+            [5, 7, 6],
+            [0, 1, 4],
+            [1, 5, 4],
+            [2, 6, 3],
+            [3, 6, 7],
+            [0, 4, 2],
+            [2, 4, 6],
+            [1, 3, 5],
+            [3, 7, 5],
+        ];
+        Self { vertices, faces }
+    }
+
     /// A mesh from vertices and faces; every index must be in range and every coordinate
     /// finite.
     pub fn new(vertices: Vec<[f64; 3]>, faces: Vec<[u32; 3]>) -> Result<Self> {

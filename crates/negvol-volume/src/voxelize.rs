@@ -49,10 +49,7 @@ const MAX_INDEX: f64 = (1u64 << 30) as f64;
 /// ```
 /// use negvol_volume::{voxelize, Geometry, TriMesh};
 /// // A 4 x 4 x 4 mm cube from (1, 1, 1) to (5, 5, 5), faces on voxel centres of a 1 mm grid.
-/// let v: Vec<[f64; 3]> = (0..8).map(|n| [1.0 + 4.0 * (n & 1) as f64, 1.0 + 4.0 * (n >> 1 & 1) as f64, 1.0 + 4.0 * (n >> 2) as f64]).collect();
-/// let f = vec![[0, 2, 1], [1, 2, 3], [4, 5, 6], [5, 7, 6], [0, 1, 4], [1, 5, 4],
-///              [2, 6, 3], [3, 6, 7], [0, 4, 2], [2, 4, 6], [1, 3, 5], [3, 7, 5]];
-/// let cube = TriMesh::new(v, f).unwrap();
+/// let cube = TriMesh::cuboid([1.0; 3], [5.0; 3]);
 /// let g = Geometry::from_spacing([8, 8, 8], [1.0; 3]).unwrap();
 /// let m = voxelize(&cube, &g).unwrap();
 /// assert_eq!(m.data().iter().filter(|&&b| b).count(), 64); // exactly 4^3

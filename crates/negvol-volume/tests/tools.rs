@@ -81,32 +81,7 @@ fn convert_reorients_resamples_and_voxelizes() {
     let reference = dir.path().join("ref.nii");
     let g = Geometry::from_spacing([10, 10, 10], [1.0; 3]).unwrap();
     write_nifti(&reference, &Volume::<u8>::zeros(g)).unwrap();
-    let cube = TriMesh::new(
-        (0..8)
-            .map(|n| {
-                [
-                    2.0 + 4.0 * (n & 1) as f64,
-                    2.0 + 4.0 * (n >> 1 & 1) as f64,
-                    2.0 + 4.0 * (n >> 2) as f64,
-                ]
-            })
-            .collect(),
-        vec![
-            [0, 2, 1],
-            [1, 2, 3],
-            [4, 5, 6],
-            [5, 7, 6],
-            [0, 1, 4],
-            [1, 5, 4],
-            [2, 6, 3],
-            [3, 6, 7],
-            [0, 4, 2],
-            [2, 4, 6],
-            [1, 3, 5],
-            [3, 7, 5],
-        ],
-    )
-    .unwrap();
+    let cube = TriMesh::cuboid([2.0; 3], [6.0; 3]);
     let stl = dir.path().join("cube.stl");
     write_stl(&stl, &cube).unwrap();
     let info = stl_info(&stl).unwrap();

@@ -3,30 +3,7 @@
 use negvol_volume::*;
 
 fn boxed(lo: [f64; 3], hi: [f64; 3]) -> TriMesh {
-    let v: Vec<[f64; 3]> = (0..8)
-        .map(|n| {
-            [
-                if n & 1 == 1 { hi[0] } else { lo[0] },
-                if n >> 1 & 1 == 1 { hi[1] } else { lo[1] },
-                if n >> 2 & 1 == 1 { hi[2] } else { lo[2] },
-            ]
-        })
-        .collect();
-    let f = vec![
-        [0, 2, 1],
-        [1, 2, 3],
-        [4, 5, 6],
-        [5, 7, 6],
-        [0, 1, 4],
-        [1, 5, 4],
-        [2, 6, 3],
-        [3, 6, 7],
-        [0, 4, 2],
-        [2, 4, 6],
-        [1, 3, 5],
-        [3, 7, 5],
-    ];
-    TriMesh::new(v, f).unwrap()
+    TriMesh::cuboid(lo, hi)
 }
 
 /// Icosphere: icosahedron subdivided `levels` times, projected on the sphere.
