@@ -45,6 +45,7 @@ use negvol_metrics::{csv_table, markdown_table, table1_row, CaseRow, EvalOptions
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
 use negvol_train::run::parse_device;
 use negvol_train::DatasetSpec;
+use negvol_train::Precision;
 
 #[derive(Parser, Debug)]
 #[command(about = "Evaluate a negvol model or an ensemble of models (Table 1 layout)")]
@@ -75,7 +76,7 @@ struct Args {
     tta: bool,
     /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: each model's own).
     #[arg(long)]
-    precision: Option<String>,
+    precision: Option<Precision>,
     /// Sliding-window overlap (default: each model's own).
     #[arg(long)]
     overlap: Option<f64>,
@@ -206,18 +207,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let ensemble = &models[0];
-    let precision = match &a.precision {
-        Some(p) => Some(
-            serde_json::from_value(serde_json::Value::String(p.clone()))
-                .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?,
-        ),
-        None => None,
-    };
     let overrides = InferenceOverrides {
         flip_tta: a.tta.then_some(true),
         overlap: a.overlap,
         batch_size: None,
-        precision,
+        precision: a.precision,
     };
     let opts = EvalOptions {
         tolerance_mm: a.tolerance_mm,

@@ -37,7 +37,7 @@ struct Args {
     /// Training precision the memory is estimated for: f32 (negvol's default), bf16 or f16
     /// (mixed precision, as nnU-Net trains; about half the activation memory).
     #[arg(long, default_value = "f32")]
-    precision: String,
+    precision: Precision,
     /// Target spacing in mm instead of the planned one: S or SI,SJ,SK.
     #[arg(long, value_delimiter = ',')]
     spacing: Option<Vec<f64>>,
@@ -54,9 +54,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    let precision: Precision =
-        serde_json::from_value(serde_json::Value::String(a.precision.clone()))
-            .map_err(|_| format!("--precision {}: expected f32, bf16 or f16", a.precision))?;
+    let precision = a.precision;
     let target_spacing = match a.spacing.as_deref() {
         None => None,
         Some([s]) => Some([*s; 3]),

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
 use negvol_train::run::parse_device;
+use negvol_train::Precision;
 
 #[derive(Parser, Debug)]
 #[command(about = "Segment a CT with a negvol model or an ensemble of models")]
@@ -40,7 +41,7 @@ struct Args {
     tta: bool,
     /// Forward-pass precision on CUDA: f32, bf16 or f16 (default: each model's own).
     #[arg(long)]
-    precision: Option<String>,
+    precision: Option<Precision>,
     /// Sliding-window overlap (default: each model's own).
     #[arg(long)]
     overlap: Option<f64>,
@@ -66,18 +67,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  {} ({})", m.path.display(), m.model.net.arch());
         }
     }
-    let precision = match &a.precision {
-        Some(p) => Some(
-            serde_json::from_value(serde_json::Value::String(p.clone()))
-                .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?,
-        ),
-        None => None,
-    };
     let overrides = InferenceOverrides {
         flip_tta: a.tta.then_some(true),
         overlap: a.overlap,
         batch_size: a.batch_size,
-        precision,
+        precision: a.precision,
     };
     let image = negvol_volume::read_image(&a.image)?;
     let t0 = std::time::Instant::now();

@@ -56,7 +56,7 @@ struct Args {
     batch: usize,
     /// f32, bf16 or f16 (autocast on CUDA only).
     #[arg(long, default_value = "f32")]
-    precision: String,
+    precision: Precision,
     /// Timed training steps.
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -163,8 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = parse_device(&a.device)?;
     tch::Cuda::cudnn_set_benchmark(a.cudnn_benchmark);
     let patch = triple(&a.patch, "patch")?;
-    let precision: Precision = serde_json::from_value(serde_json::json!(a.precision))
-        .map_err(|_| format!("--precision {}: expected f32, bf16 or f16", a.precision))?;
+    let precision = a.precision;
     if a.batch == 0 || a.classes < 2 {
         return Err("--batch must be > 0 and --classes >= 2".into());
     }

@@ -124,7 +124,7 @@ struct Args {
     grad_clip: Option<f64>,
     /// Precision on CUDA: f32, bf16, f16 (training, validation and the checkpoint's inference).
     #[arg(long)]
-    precision: Option<String>,
+    precision: Option<negvol_train::Precision>,
     /// Wall-clock budget in minutes: stop after the last epoch that fits (validated and
     /// checkpointed as the final epoch).
     #[arg(long)]
@@ -397,9 +397,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if a.grad_clip.is_some() {
         t.grad_clip = a.grad_clip;
     }
-    if let Some(p) = &a.precision {
-        t.precision = serde_json::from_value(serde_json::Value::String(p.clone()))
-            .map_err(|_| format!("--precision {p}: expected f32, bf16 or f16"))?;
+    if let Some(p) = a.precision {
+        t.precision = p;
         // Validation and later inference from the checkpoint use the same precision.
         t.validation.inference.precision = t.precision;
     }

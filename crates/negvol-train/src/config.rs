@@ -34,6 +34,33 @@ impl Precision {
     pub fn autocasts_on(self, device: tch::Device) -> bool {
         self != Precision::F32 && device.is_cuda()
     }
+
+    /// The name used on command lines and in JSON: `f32`, `bf16` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    /// `f32`, `bf16` or `f16` (any case), as on the examples' `--precision`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Precision::F32, Precision::Bf16, Precision::F16]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("precision {s:?}: expected f32, bf16 or f16"))
+    }
 }
 
 /// Set libtorch's CUDA autocast dtype for `precision` (bf16 or f16) before a
@@ -237,6 +264,19 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precision_names_parse_print_and_match_json() {
+        for p in [Precision::F32, Precision::Bf16, Precision::F16] {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
+        }
+        assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!("fp16"
+            .parse::<Precision>()
+            .unwrap_err()
+            .contains("expected f32"));
+    }
 
     #[test]
     fn orientation_defaults_to_ras_but_older_configs_read_none() {
