@@ -6,6 +6,17 @@
 //! # the K models of `train --folds K --out runs/cv` (each fold's best.json), averaged:
 //! cargo run --release --example segment -- --model-file runs/cv --image ct.nii.gz --out mc.nii.gz
 //! ```
+//! A whole folder, with the model(s) loaded once (as `nnUNetv2_predict -i -o`):
+//!
+//! ```text
+//! cargo run --release --example segment -- --model-file runs/cv --input-folder imagesTs --out-folder preds
+//! ```
+//! takes every NIfTI file (nnU-Net's `<case>_0000.nii.gz` names give `<case>.nii.gz`), every
+//! case folder (`<case>/image.nii.gz`) and every other sub-folder as a DICOM series
+//! (`negvol_train::dataset::list_images`), and writes `OUT/<case>.nii.gz` (and probabilities
+//! with `--probabilities`). `--skip-existing` resumes an interrupted folder. A case that fails
+//! is reported and the others go on; the exit status is 1 if any failed.
+//!
 //! `--model-file` may be given several times, and each may be a checkpoint, a training output
 //! folder (its best.json, else last.json) or a cross-validation folder (`fold_*/`, in fold
 //! order): with more than one model the label map is the argmax of the mean of their softmax
@@ -28,11 +39,20 @@ struct Args {
     #[arg(long, required = true)]
     model_file: Vec<PathBuf>,
     /// Input image: a NIfTI file or a DICOM CT series folder.
-    #[arg(long)]
-    image: PathBuf,
+    #[arg(long, required_unless_present = "input_folder", requires = "out")]
+    image: Option<PathBuf>,
     /// Output label map (NIfTI, u8: 0 background, t+1 for target t).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Segment every image of this folder instead (see the docs above).
+    #[arg(long, conflicts_with_all = ["image", "out"], requires = "out_folder")]
+    input_folder: Option<PathBuf>,
+    /// Where --input-folder's label maps go, as `<case>.nii.gz`.
+    #[arg(long)]
+    out_folder: Option<PathBuf>,
+    /// With --input-folder: leave cases whose label map exists.
+    #[arg(long)]
+    skip_existing: bool,
     /// Also write the foreground probability of each target to `<out stem>_prob_<target>.nii.gz`.
     #[arg(long)]
     probabilities: bool,
@@ -73,9 +93,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: a.batch_size,
         precision: a.precision,
     };
-    let image = negvol_volume::read_image(&a.image)?;
+    match (&a.image, &a.out, &a.input_folder, &a.out_folder) {
+        (Some(image), Some(out), _, _) => segment_one(&a, &model, &overrides, image, out),
+        (_, _, Some(input), Some(out_dir)) => {
+            let images = negvol_train::dataset::list_images(input)?;
+            std::fs::create_dir_all(out_dir)?;
+            println!("{} images in {}", images.len(), input.display());
+            let mut failed = Vec::new();
+            for (id, path) in &images {
+                let out = out_dir.join(format!("{id}.nii.gz"));
+                if a.skip_existing && out.is_file() {
+                    println!("{id}: {} exists, skipped", out.display());
+                    continue;
+                }
+                if let Err(e) = segment_one(&a, &model, &overrides, path, &out) {
+                    eprintln!("{id}: FAILED: {e}");
+                    failed.push(id.clone());
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} images failed: {failed:?}",
+                    failed.len(),
+                    images.len()
+                )
+                .into())
+            }
+        }
+        _ => Err("give --image and --out, or --input-folder and --out-folder".into()),
+    }
+}
+
+/// Segment one image into `out` (and its probability maps beside it with --probabilities).
+fn segment_one(
+    a: &Args,
+    model: &Ensemble,
+    overrides: &InferenceOverrides,
+    image_path: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let image = negvol_volume::read_image(image_path)?;
     let t0 = std::time::Instant::now();
-    let mut pred = model.predict_overriding(&image, &overrides)?;
+    let mut pred = model.predict_overriding(&image, overrides)?;
     let secs = t0.elapsed().as_secs_f64();
     if a.keep_largest > 0 {
         let filter = negvol_train::postprocess::ComponentFilter {
@@ -95,13 +156,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    negvol_volume::write_nifti(&a.out, &pred.labels)?;
+    negvol_volume::write_nifti(out, &pred.labels)?;
     let g = image.geometry();
     println!(
-        "{} {:?} at {:?} mm on {device:?}: {secs:.2} s",
-        a.image.display(),
+        "{} {:?} at {:?} mm on {:?}: {secs:.2} s",
+        image_path.display(),
         g.shape(),
-        g.spacing()
+        g.spacing(),
+        model.members()[0].vs.device()
     );
     for (t, name) in model.targets().iter().enumerate() {
         let n = pred
@@ -115,17 +177,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             n as f64 * g.voxel_volume_mm3()
         );
         if a.probabilities {
-            let name_s = a
-                .out
+            let name_s = out
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let stem = name_s.trim_end_matches(".gz").trim_end_matches(".nii");
-            let p = a.out.with_file_name(format!("{stem}_prob_{name}.nii.gz"));
+            let p = out.with_file_name(format!("{stem}_prob_{name}.nii.gz"));
             negvol_volume::write_nifti(&p, &pred.probabilities[t + 1])?;
             println!("  probabilities: {}", p.display());
         }
     }
-    println!("labels: {}", a.out.display());
+    println!("labels: {}", out.display());
     Ok(())
 }

@@ -785,6 +785,86 @@ pub fn kfold_by_patient(
         .collect())
 }
 
+/// The images to segment in a folder, as `(id, path)` sorted by id: every NIfTI file
+/// (`<id>.nii.gz` / `<id>.nii`), and every sub-folder, as its `image.nii.gz` / `image.nii`
+/// (negvol's case folders) or else as a DICOM series (id = the folder's name). When every
+/// NIfTI file ends in `_0000` (nnU-Net's `imagesTs` naming, channel 0) the suffix is dropped
+/// from the ids, as `nnUNetv2_predict` names its outputs. Hidden entries are skipped.
+///
+/// # Errors
+/// An unreadable folder, nnU-Net channel files other than `_0000` (negvol networks take one
+/// channel), two entries with one id, or a folder with no image.
+pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let bad = |message: String| TrainError::Dataset {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut entries: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for p in entries {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if p.is_dir() {
+            out.push((name, find_image(&p).unwrap_or(p)));
+        } else {
+            let lower = name.to_ascii_lowercase();
+            if let Some(ext) = [".nii.gz", ".nii"].iter().find(|e| lower.ends_with(*e)) {
+                files.push((name[..name.len() - ext.len()].to_string(), p));
+            }
+        }
+    }
+    let channel = |id: &str| {
+        let (stem, suffix) = id.split_at(id.len().saturating_sub(5));
+        (suffix.len() == 5
+            && suffix.starts_with('_')
+            && suffix[1..].bytes().all(|b| b.is_ascii_digit()))
+        .then(|| (stem.to_string(), suffix[1..].to_string()))
+    };
+    let nnunet = !files.is_empty() && files.iter().all(|(id, _)| channel(id).is_some());
+    for (id, p) in files {
+        if nnunet {
+            let (stem, ch) = channel(&id).unwrap_or_default();
+            if ch != "0000" {
+                return Err(bad(format!(
+                    "{}: channel {ch} of an nnU-Net multi-channel image; negvol networks take \
+                     one channel",
+                    p.display()
+                )));
+            }
+            out.push((stem, p));
+        } else {
+            out.push((id, p));
+        }
+    }
+    out.sort();
+    if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(bad(format!(
+            "two images with id {:?}: {} and {}",
+            w[0].0,
+            w[0].1.display(),
+            w[1].1.display()
+        )));
+    }
+    if out.is_empty() {
+        return Err(bad(
+            "no image (NIfTI file, case folder or DICOM series folder)".into(),
+        ));
+    }
+    Ok(out)
+}
+
 /// A 64-bit FNV-1a digest (16 hex digits) of an image's grid (shape, affine) and voxel values
 /// (their f32 bits). Stable across platforms and releases; it tells whether a case id still
 /// names the image a model was trained on (see [`CaseRecord`]).
@@ -987,6 +1067,53 @@ mod tests {
             "{text:?}"
         );
         assert_eq!(w.len(), 5, "{text:?}");
+    }
+
+    #[test]
+    fn list_images_reads_nnunet_negvol_and_dicom_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let touch = |p: &str| {
+            let p = d.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        // nnU-Net imagesTs: the channel suffix is dropped.
+        touch("ts/a_0000.nii.gz");
+        touch("ts/b_0000.nii");
+        touch("ts/.hidden_0000.nii.gz");
+        touch("ts/notes.txt");
+        let l = list_images(&d.join("ts")).unwrap();
+        let ids: Vec<&str> = l.iter().map(|(i, _)| i.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(l[1].1, d.join("ts/b_0000.nii"));
+        // A second channel is refused.
+        touch("ts/a_0001.nii.gz");
+        let e = list_images(&d.join("ts")).unwrap_err().to_string();
+        assert!(e.contains("channel 0001"), "{e}");
+        // Mixed names keep their ids; case folders give their image; other folders are
+        // DICOM series.
+        touch("mix/scan_0000.nii.gz");
+        touch("mix/other.nii.gz");
+        touch("mix/case_007/image.nii.gz");
+        touch("mix/case_007/mc.nii.gz");
+        touch("mix/patient9/IM0001.dcm");
+        let l = list_images(&d.join("mix")).unwrap();
+        assert_eq!(
+            l,
+            vec![
+                ("case_007".into(), d.join("mix/case_007/image.nii.gz")),
+                ("other".into(), d.join("mix/other.nii.gz")),
+                ("patient9".into(), d.join("mix/patient9")),
+                ("scan_0000".into(), d.join("mix/scan_0000.nii.gz")),
+            ]
+        );
+        touch("dup/x.nii");
+        touch("dup/x.nii.gz");
+        let e = list_images(&d.join("dup")).unwrap_err().to_string();
+        assert!(e.contains("two images with id \"x\""), "{e}");
+        std::fs::create_dir_all(d.join("empty")).unwrap();
+        assert!(list_images(&d.join("empty")).is_err());
     }
 
     #[test]
