@@ -442,10 +442,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // Which images this run trains on, so that `eval --cross-validation` can check it scores
     // the same ones (case ids alone repeat across datasets).
-    let records: Vec<_> = cases
-        .iter()
-        .map(negvol_train::dataset::CaseRecord::of)
-        .collect();
+    let records = negvol_train::dataset::CaseRecord::of_all(&cases);
     negvol_train::checkpoint::write_json(&a.out.join("cases.json"), &records)?;
     let mut obs = Progress { quiet: a.quiet };
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();

@@ -913,6 +913,13 @@ impl CaseRecord {
             image_digest: image_digest(&case.image),
         }
     }
+
+    /// The records of many cases, in order, digested in parallel (one pass over each
+    /// image's voxels).
+    pub fn of_all(cases: &[Case]) -> Vec<Self> {
+        use rayon::prelude::*;
+        cases.par_iter().map(Self::of).collect()
+    }
 }
 
 /// Read cross-validation folds in nnU-Net's `splits_final.json` form
