@@ -31,13 +31,23 @@
 //! ```
 //! `--image` may also be a folder holding one DICOM CT series (read in HU; the outputs are NIfTI
 //! in the series' geometry).
+//!
+//! A cohort: `--input-folder DIR` runs every CT of the folder (NIfTI files, case folders,
+//! DICOM series folders; `negvol_train::dataset::list_images`) with the models loaded once,
+//! each into `OUT/<case>/`, and writes `OUT/cohort.csv` (per case: NV volume and mean
+//! joint-space width per side, asymmetry index, issues) and `OUT/cohort.json` (the full
+//! reports). A case that fails is listed with its error and the others go on.
+//!
+//! ```text
+//! cargo run --release --example pipeline -- --input-folder cts/ --mc-model runs/cv --tb-model runs/cv --out cohort/
+//! ```
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use negvol::{
     clean_predicted_masks, derive_nv, resolve_overlap_by_score, write_outputs, CleanupConfig,
-    ComponentFilter, NvConfig, OutputOptions,
+    ComponentFilter, NvConfig, OutputOptions, Side,
 };
 use negvol_metrics::{evaluate_pair, EvalOptions};
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
@@ -51,8 +61,12 @@ use negvol_volume::Volume;
 #[command(about = "CT -> MC, TB -> NV with trained negvol models")]
 struct Args {
     /// Input CT (HU): a NIfTI file or a DICOM series folder.
-    #[arg(long)]
-    image: PathBuf,
+    #[arg(long, required_unless_present = "input_folder")]
+    image: Option<PathBuf>,
+    /// A cohort instead: every CT of this folder (NIfTI files, case folders, DICOM series
+    /// folders), each into OUT/<case>/, with one row per case in OUT/cohort.csv.
+    #[arg(long, conflicts_with_all = ["image", "truth"])]
+    input_folder: Option<PathBuf>,
     /// Condyle model: checkpoint (.json or .safetensors), training output folder (its
     /// best.json, else last.json) or cross-validation folder (every fold_*/best.json, else
     /// last.json); its target `mc`, else its first target, is used. Repeat for an ensemble (the
@@ -64,7 +78,7 @@ struct Args {
     /// and tb).
     #[arg(long, required = true)]
     tb_model: Vec<PathBuf>,
-    /// Output folder.
+    /// Output folder (with --input-folder: one sub-folder per case and cohort.csv).
     #[arg(long)]
     out: PathBuf,
     /// Refine TB with Canny edges (step C).
@@ -249,26 +263,120 @@ fn load_models(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
-    let image = negvol_volume::read_image(&a.image)?;
-    let t0 = std::time::Instant::now();
-    let vois = match &a.locator {
-        Some(p) => Some(locate_vois(p, &image, device, a.voi_margin_mm)?),
-        None => None,
-    };
     let mc_model = load_models("MC", &a.mc_model, device)?;
-    let (mut mc, mc_prob) = segment_in(&mc_model, &image, "mc", a.tta, vois.as_deref())?;
     let tb_model = if a.tb_model == a.mc_model {
         None
     } else {
         Some(load_models("TB", &a.tb_model, device)?)
     };
-    let (mut tb_raw, tb_prob) = segment_in(
-        tb_model.as_ref().unwrap_or(&mc_model),
-        &image,
-        "tb",
-        a.tta,
-        vois.as_deref(),
-    )?;
+    let tb_model = tb_model.as_ref().unwrap_or(&mc_model);
+    match (&a.image, &a.input_folder) {
+        (Some(image), _) => {
+            run_one(&a, &mc_model, tb_model, image, &a.out, device)?;
+            Ok(())
+        }
+        (None, Some(dir)) => cohort(&a, &mc_model, tb_model, dir, device),
+        (None, None) => Err("give --image or --input-folder".into()),
+    }
+}
+
+/// Every CT of a folder through [`run_one`], then one CSV row per case: NV volume and
+/// joint-space width per side, asymmetry, issues. A failing case is reported and the others
+/// go on.
+fn cohort(
+    a: &Args,
+    mc_model: &Ensemble,
+    tb_model: &Ensemble,
+    dir: &Path,
+    device: negvol_train::tch::Device,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let images = negvol_train::dataset::list_images(dir)?;
+    println!("{} CTs in {}", images.len(), dir.display());
+    std::fs::create_dir_all(&a.out)?;
+    let mut csv = String::from(
+        "case,left_nv_mm3,right_nv_mm3,whole_nv_mm3,left_width_mean_mm,right_width_mean_mm,\
+         whole_width_mean_mm,asymmetry_index,issues,error\n",
+    );
+    let mut reports = Vec::new();
+    let mut failed = 0usize;
+    for (id, path) in &images {
+        println!("== {id}");
+        match run_one(a, mc_model, tb_model, path, &a.out.join(id), device) {
+            Ok(r) => {
+                let side = |n: Side| r.sides.iter().find(|s| s.side == n && s.has_nv);
+                let vol =
+                    |n: Side| side(n).map_or(String::new(), |s| format!("{:.3}", s.nv_volume_mm3));
+                let width = |n: Side| {
+                    side(n)
+                        .and_then(|s| s.width.as_ref())
+                        .map_or(String::new(), |w| format!("{:.4}", w.mean_mm))
+                };
+                let issues: Vec<String> = r
+                    .sides
+                    .iter()
+                    .flat_map(|s| {
+                        s.issues
+                            .iter()
+                            .map(move |i| format!("{}:{:?}", s.side.name(), i.code))
+                    })
+                    .collect();
+                csv.push_str(&format!(
+                    "{id},{},{},{},{},{},{},{},{},\n",
+                    vol(Side::Left),
+                    vol(Side::Right),
+                    vol(Side::Whole),
+                    width(Side::Left),
+                    width(Side::Right),
+                    width(Side::Whole),
+                    r.asymmetry
+                        .index
+                        .map_or(String::new(), |v| format!("{v:.4}")),
+                    issues.join(" ")
+                ));
+                reports.push(serde_json::json!({"case": id, "image": path, "report": r}));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{id}: FAILED: {e}");
+                let msg = e.to_string().replace(['"', '\n'], " ");
+                csv.push_str(&format!("{id},,,,,,,,,\"{msg}\"\n"));
+                reports
+                    .push(serde_json::json!({"case": id, "image": path, "error": e.to_string()}));
+            }
+        }
+    }
+    negvol_volume::atomic::write_bytes_atomic(&a.out.join("cohort.csv"), csv.as_bytes())?;
+    negvol_train::checkpoint::write_json(&a.out.join("cohort.json"), &reports)?;
+    println!(
+        "{} of {} CTs done; {} and {}",
+        images.len() - failed,
+        images.len(),
+        a.out.join("cohort.csv").display(),
+        a.out.join("cohort.json").display()
+    );
+    if failed > 0 {
+        return Err(format!("{failed} of {} CTs failed", images.len()).into());
+    }
+    Ok(())
+}
+
+/// One CT -> MC, TB -> NV into `out` (masks, meshes, pictures, report; scores with --truth).
+fn run_one(
+    a: &Args,
+    mc_model: &Ensemble,
+    tb_model: &Ensemble,
+    image_path: &Path,
+    out: &Path,
+    device: negvol_train::tch::Device,
+) -> Result<negvol::NvReport, Box<dyn std::error::Error>> {
+    let image = negvol_volume::read_image(image_path)?;
+    let t0 = std::time::Instant::now();
+    let vois = match &a.locator {
+        Some(p) => Some(locate_vois(p, &image, device, a.voi_margin_mm)?),
+        None => None,
+    };
+    let (mut mc, mc_prob) = segment_in(mc_model, &image, "mc", a.tta, vois.as_deref())?;
+    let (mut tb_raw, tb_prob) = segment_in(tb_model, &image, "tb", a.tta, vois.as_deref())?;
     let nv_cfg: NvConfig = match &a.nv_config {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => NvConfig::default(),
@@ -334,19 +442,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t1 = std::time::Instant::now();
     let result = derive_nv(&mc, &tb, &nv_cfg)?;
     let t_nv = t1.elapsed().as_secs_f64();
-    std::fs::create_dir_all(&a.out)?;
-    negvol_volume::write_mask(a.out.join("mc.nii.gz"), &mc)?;
-    negvol_volume::write_mask(a.out.join("tb.nii.gz"), &tb)?;
+    std::fs::create_dir_all(out)?;
+    negvol_volume::write_mask(out.join("mc.nii.gz"), &mc)?;
+    negvol_volume::write_mask(out.join("tb.nii.gz"), &tb)?;
     let opts = OutputOptions {
         meshes: !a.no_pictures,
         pictures: !a.no_pictures,
         ..Default::default()
     };
-    let files = write_outputs(&a.out, &result, &mc, &tb, Some(&image), &opts)?;
+    let files = write_outputs(out, &result, &mc, &tb, Some(&image), &opts)?;
     let r = &result.report;
     println!(
         "{}: segmentation {t_seg:.2} s, NV {t_nv:.2} s (device {device:?})",
-        a.image.display()
+        image_path.display()
     );
     for s in &r.sides {
         match &s.width {
@@ -377,12 +485,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scores.push(score("TB refined", &dir.join("tb.nii.gz"), &tb)?);
         }
         scores.push(score("NV", &dir.join("nv.nii.gz"), &result.nv)?);
-        let doc = serde_json::json!({"truth": dir, "image": a.image, "scores": scores});
+        let doc = serde_json::json!({"truth": dir, "image": image_path, "scores": scores});
         negvol_volume::atomic::write_bytes_atomic(
-            &a.out.join("scores.json"),
+            &out.join("scores.json"),
             serde_json::to_string_pretty(&doc)?.as_bytes(),
         )?;
     }
-    println!("wrote {} files to {}", files.len() + 2, a.out.display());
-    Ok(())
+    println!("wrote {} files to {}", files.len() + 2, out.display());
+    Ok(result.report)
 }
