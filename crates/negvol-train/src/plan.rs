@@ -503,6 +503,9 @@ pub fn fingerprint_with(
                     sample,
                 ))
             })
+            .collect::<Vec<_>>()
+            .into_iter()
+            // The first failing case in dataset order, whichever thread failed first.
             .collect::<Result<_>>()?;
     let mut samples = Vec::with_capacity(per_case * results.len());
     let mut cases = Vec::with_capacity(results.len());

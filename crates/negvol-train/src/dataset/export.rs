@@ -123,27 +123,33 @@ pub fn export_nnunet(
     for d in [&images, &labels] {
         std::fs::create_dir_all(d).map_err(|e| TrainError::io(d, e))?;
     }
-    spec.cases.par_iter().try_for_each(|c| -> Result<()> {
-        let case = load_case(c, &options.targets)?;
-        let vol = |what: &str, source| TrainError::Volume {
-            context: format!("case {}: writing the {what}", c.id),
-            source,
-        };
-        let image_out = images.join(format!("{}_0000.nii.gz", c.id));
-        if c.image.is_dir() {
-            negvol_volume::write_nifti(&image_out, &case.image).map_err(|e| vol("image", e))?;
-        } else {
-            // Re-encode from the file so the stored datatype (e.g. int16 HU) is kept.
-            negvol_volume::convert(&c.image, &image_out, &Default::default())
-                .map_err(|e| vol("image", e))?;
-        }
-        negvol_volume::write_nifti_as(
-            labels.join(format!("{}.nii.gz", c.id)),
-            &case.label,
-            negvol_volume::NiftiDtype::U8,
-        )
-        .map_err(|e| vol("label map", e))
-    })?;
+    // Every case is attempted; the error reported is the first failing case in order.
+    let written: Vec<Result<()>> = spec
+        .cases
+        .par_iter()
+        .map(|c| -> Result<()> {
+            let case = load_case(c, &options.targets)?;
+            let vol = |what: &str, source| TrainError::Volume {
+                context: format!("case {}: writing the {what}", c.id),
+                source,
+            };
+            let image_out = images.join(format!("{}_0000.nii.gz", c.id));
+            if c.image.is_dir() {
+                negvol_volume::write_nifti(&image_out, &case.image).map_err(|e| vol("image", e))?;
+            } else {
+                // Re-encode from the file so the stored datatype (e.g. int16 HU) is kept.
+                negvol_volume::convert(&c.image, &image_out, &Default::default())
+                    .map_err(|e| vol("image", e))?;
+            }
+            negvol_volume::write_nifti_as(
+                labels.join(format!("{}.nii.gz", c.id)),
+                &case.label,
+                negvol_volume::NiftiDtype::U8,
+            )
+            .map_err(|e| vol("label map", e))
+        })
+        .collect();
+    written.into_iter().collect::<Result<Vec<()>>>()?;
     let ids = |idx: &[usize]| idx.iter().map(|&i| spec.cases[i].id.clone()).collect();
     if !splits.is_empty() {
         let folds: Vec<Split> = splits

@@ -370,13 +370,17 @@ impl DatasetSpec {
         names
     }
 
-    /// Load every case (in parallel) with the given targets (e.g. `["mc"]`).
+    /// Load every case (in parallel) with the given targets (e.g. `["mc"]`). When several
+    /// cases fail, the error is the first failing case's in dataset order (deterministic,
+    /// whichever thread failed first); [`check`](Self::check) lists them all.
     pub fn load(&self, targets: &[String]) -> Result<Vec<Case>> {
         use rayon::prelude::*;
-        self.cases
+        let loaded: Vec<Result<Case>> = self
+            .cases
             .par_iter()
             .map(|c| load_case(c, targets))
-            .collect()
+            .collect();
+        loaded.into_iter().collect()
     }
 
     /// Read every case (in parallel, one at a time in memory per thread) with the given
