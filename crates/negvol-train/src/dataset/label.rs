@@ -252,14 +252,7 @@ pub(crate) fn read_label(
         LabelSource::Mask(path) => {
             let m = negvol_volume::read_nifti::<f32>(path)
                 .map_err(|e| format!("mask {}: {e}", path.display()))?;
-            on_grid(path, m.geometry())?;
-            if let Some(bad) = m.data().iter().find(|v| **v != 0.0 && **v != 1.0) {
-                return Err(format!(
-                    "mask {} is not binary (has value {bad})",
-                    path.display()
-                ));
-            }
-            Ok(m.map(|v| *v == 1.0))
+            binary_mask_on(grid, tolerance_mm, path, &m)
         }
         LabelSource::LabelMap {
             path,
@@ -267,7 +260,14 @@ pub(crate) fn read_label(
             declared,
         } => {
             let idx = match cache.maps.iter().position(|(p, _)| p == path) {
-                Some(i) => i,
+                Some(i) => {
+                    // Checked against the declaration it was first read with; this source
+                    // naming the same file may declare differently.
+                    if declared.is_some() {
+                        check_label_values(path, &cache.maps[i].1, declared.as_deref())?;
+                    }
+                    i
+                }
                 None => {
                     let m = negvol_volume::read_nifti::<f32>(path)
                         .map_err(|e| format!("label map {}: {e}", path.display()))?;
@@ -278,11 +278,6 @@ pub(crate) fn read_label(
                 }
             };
             let m = &cache.maps[idx].1;
-            if let Some(d) = declared {
-                // The map was checked against the first declaration it was read with; a second
-                // source naming the same file may declare differently.
-                check_label_values(path, m, Some(d))?;
-            }
             let vals: Vec<f32> = values.iter().map(|v| *v as f32).collect();
             Ok(m.map(|v| vals.contains(v)))
         }
@@ -325,6 +320,25 @@ pub(crate) fn read_label(
             Ok(m)
         }
     }
+}
+
+/// A mask given as numbers (`mask`, read from `path`): it must lie on `grid` (within
+/// `tolerance_mm`) and hold only 0 and 1. Errors are plain messages naming `path`.
+pub(crate) fn binary_mask_on(
+    grid: &Geometry,
+    tolerance_mm: f64,
+    path: &Path,
+    mask: &Volume<f32>,
+) -> Result<Volume<bool>, String> {
+    grid.check_same(mask.geometry(), tolerance_mm)
+        .map_err(|e| format!("mask {} does not match the image grid: {e}", path.display()))?;
+    if let Some(bad) = mask.data().iter().find(|v| **v != 0.0 && **v != 1.0) {
+        return Err(format!(
+            "mask {} is not binary (has value {bad})",
+            path.display()
+        ));
+    }
+    Ok(mask.map(|v| *v == 1.0))
 }
 
 /// Every voxel of a label map must be a non-negative integer, and a declared value when a

@@ -694,25 +694,13 @@ pub fn build_case(
     image: Volume<f32>,
     masks: &[(PathBuf, Volume<f32>)],
 ) -> Result<Case> {
-    let mut bool_masks = Vec::with_capacity(masks.len());
-    for (path, m) in masks {
-        image
-            .geometry()
-            .check_same(m.geometry(), GEOMETRY_TOLERANCE_MM)
-            .map_err(|e| {
-                TrainError::case(
-                    id,
-                    format!("mask {} does not match the image grid: {e}", path.display()),
-                )
-            })?;
-        if let Some(bad) = m.data().iter().find(|v| **v != 0.0 && **v != 1.0) {
-            return Err(TrainError::case(
-                id,
-                format!("mask {} is not binary (has value {bad})", path.display()),
-            ));
-        }
-        bool_masks.push(m.map(|v| *v == 1.0));
-    }
+    let bool_masks = masks
+        .iter()
+        .map(|(path, m)| {
+            label::binary_mask_on(image.geometry(), GEOMETRY_TOLERANCE_MM, path, m)
+                .map_err(|e| TrainError::case(id, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
     assemble(id, patient, image, &bool_masks)
 }
 
