@@ -265,7 +265,7 @@ impl Default for FingerprintOptions {
 }
 
 /// Median of values (numpy: the mean of the two middle values for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {

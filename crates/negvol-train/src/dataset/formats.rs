@@ -109,43 +109,27 @@ fn nnunet_labels(labels: &Value) -> std::result::Result<Declared, String> {
     Ok((structures, declared))
 }
 
-fn case_spec(id: String, image: PathBuf, label: Option<PathBuf>, declared: &Declared) -> CaseSpec {
-    let labels = match label {
-        Some(path) => declared
-            .0
-            .iter()
-            .map(|(name, values)| {
-                (
-                    name.clone(),
-                    LabelSource::LabelMap {
-                        path: path.clone(),
-                        values: values.clone(),
-                        declared: Some(declared.1.clone()),
-                    },
-                )
-            })
-            .collect(),
-        None => BTreeMap::new(),
-    };
+fn case_spec(id: String, image: PathBuf, label: PathBuf, declared: &Declared) -> CaseSpec {
+    let labels = declared
+        .0
+        .iter()
+        .map(|(name, values)| {
+            (
+                name.clone(),
+                LabelSource::LabelMap {
+                    path: label.clone(),
+                    values: values.clone(),
+                    declared: Some(declared.1.clone()),
+                },
+            )
+        })
+        .collect();
     CaseSpec {
         id,
         patient: None,
         image,
         labels,
     }
-}
-
-/// Visible file names of a folder, sorted (hidden files such as macOS `._x` are skipped).
-fn visible_files(dir: &Path) -> Result<Vec<String>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
-    let mut names: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    Ok(names)
 }
 
 /// Read an nnU-Net v2 raw dataset from its `dataset.json` (already parsed as `v`).
@@ -202,11 +186,10 @@ pub fn from_nnunet_v2(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
             cases.push(case_spec(
                 id.clone(),
                 PathBuf::from(image),
-                Some(PathBuf::from(label)),
+                PathBuf::from(label),
                 &declared,
             ));
         }
-        DatasetSpec::resolve_relative_in(&mut cases, dir);
     } else {
         let (images_dir, labels_dir) = (dir.join("imagesTr"), dir.join("labelsTr"));
         if !labels_dir.is_dir() {
@@ -215,7 +198,11 @@ pub fn from_nnunet_v2(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
                 labels_dir.display()
             )));
         }
-        for name in visible_files(&labels_dir)? {
+        let names = super::visible_entries(&labels_dir)?
+            .into_iter()
+            .filter(|p| p.is_file())
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        for name in names {
             let Some(id) = name.strip_suffix(ending) else {
                 continue;
             };
@@ -230,7 +217,7 @@ pub fn from_nnunet_v2(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
             cases.push(case_spec(
                 id.to_string(),
                 image,
-                Some(labels_dir.join(&name)),
+                labels_dir.join(&name),
                 &declared,
             ));
         }
@@ -243,7 +230,12 @@ pub fn from_nnunet_v2(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
             }
         }
     }
-    let spec = DatasetSpec { cases };
+    let mut spec = DatasetSpec { cases };
+    if v.get("dataset").is_some() {
+        // Listed paths are relative to the dataset folder (the folder layout's already
+        // start there).
+        spec.resolve_relative(dir);
+    }
     spec.check_ids(manifest)?;
     Ok(spec)
 }
@@ -308,7 +300,7 @@ pub fn from_decathlon(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
             })
             .filter(|id| !id.is_empty())
             .ok_or_else(|| bad(format!("training entry #{n}: no file name in {image:?}")))?;
-        cases.push(case_spec(id, image, Some(label), &declared));
+        cases.push(case_spec(id, image, label, &declared));
     }
     let mut spec = DatasetSpec { cases };
     spec.resolve_relative(dir);

@@ -103,14 +103,33 @@ fn find_image(dir: &Path) -> Option<PathBuf> {
         .or_else(|| Some(dir.join("image")).filter(|p| p.is_dir()))
 }
 
-/// The structure name of a label file in a case folder (`mc.nii.gz` -> `mc`), if it is one.
-fn label_stem(name: &str) -> Option<&str> {
+/// `name` without the first of `exts` it ends with (compared case-insensitively).
+fn strip_ext<'a>(name: &'a str, exts: &[&str]) -> Option<&'a str> {
     let lower = name.to_ascii_lowercase();
-    [".nii.gz", ".nii", ".stl"]
-        .iter()
+    exts.iter()
         .find(|ext| lower.ends_with(*ext))
         .map(|ext| &name[..name.len() - ext.len()])
+}
+
+/// The structure name of a label file in a case folder (`mc.nii.gz` -> `mc`), if it is one.
+fn label_stem(name: &str) -> Option<&str> {
+    strip_ext(name, &[".nii.gz", ".nii", ".stl"])
         .filter(|stem| !stem.is_empty() && *stem != "image")
+}
+
+/// A folder's entries, sorted, without hidden ones (macOS `._x` files and the like).
+pub(crate) fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut entries: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    Ok(entries)
 }
 
 /// Read a case's image: a NIfTI file, or a DICOM series folder (in HU).
@@ -156,7 +175,7 @@ impl DatasetSpec {
             }
             m
         };
-        let v = read_json(&manifest)?;
+        let v: serde_json::Value = crate::checkpoint::read_json(&manifest)?;
         match formats::detect(&v) {
             formats::Format::Negvol => Self::from_manifest_value(&manifest, &v),
             formats::Format::NnUnetV2 => formats::from_nnunet_v2(&manifest, &v),
@@ -237,7 +256,7 @@ impl DatasetSpec {
     /// negvol-phantom manifests list `mc`, `tb`, `nv` that way).
     pub fn from_manifest(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let v = read_json(path)?;
+        let v: serde_json::Value = crate::checkpoint::read_json(path)?;
         Self::from_manifest_value(path, &v)
     }
 
@@ -253,7 +272,6 @@ impl DatasetSpec {
         let mut spec = DatasetSpec {
             cases: Vec::with_capacity(list.len()),
         };
-        let empty = serde_json::Map::new();
         for (n, c) in list.iter().enumerate() {
             let obj = c
                 .as_object()
@@ -274,20 +292,13 @@ impl DatasetSpec {
                 }
             }
             // Without a `labels` object, string fields naming label files are labels.
-            let scan = if obj.contains_key("labels") {
-                &empty
-            } else {
-                obj
-            };
-            for (k, x) in scan {
-                if matches!(k.as_str(), "id" | "patient" | "image") {
-                    continue;
-                }
-                if let Some(p) = x.as_str() {
-                    if label_stem(p).is_some() {
-                        labels
-                            .entry(k.clone())
-                            .or_insert_with(|| LabelSource::from(PathBuf::from(p)));
+            if !obj.contains_key("labels") {
+                for (k, x) in obj {
+                    if matches!(k.as_str(), "id" | "patient" | "image") {
+                        continue;
+                    }
+                    if let Some(p) = x.as_str().filter(|p| label_stem(p).is_some()) {
+                        labels.insert(k.clone(), LabelSource::from(PathBuf::from(p)));
                     }
                 }
             }
@@ -305,11 +316,7 @@ impl DatasetSpec {
 
     /// Make relative image and label paths relative to `base`.
     pub(crate) fn resolve_relative(&mut self, base: &Path) {
-        Self::resolve_relative_in(&mut self.cases, base);
-    }
-
-    pub(crate) fn resolve_relative_in(cases: &mut [CaseSpec], base: &Path) {
-        for c in cases {
+        for c in &mut self.cases {
             if c.image.is_relative() {
                 c.image = base.join(&c.image);
             }
@@ -587,14 +594,7 @@ pub fn review(checks: &[CaseCheck]) -> Vec<DatasetWarning> {
             if vols.len() < 3 {
                 continue;
             }
-            let mut sorted: Vec<f64> = vols.iter().map(|v| v.1).collect();
-            sorted.sort_by(f64::total_cmp);
-            let m = sorted.len() / 2;
-            let median = if sorted.len() % 2 == 0 {
-                0.5 * (sorted[m - 1] + sorted[m])
-            } else {
-                sorted[m]
-            };
+            let median = crate::plan::median(vols.iter().map(|v| v.1).collect());
             for (id, v) in vols {
                 if v > 4.0 * median || v < median / 4.0 {
                     out.push(DatasetWarning::VolumeOutlier {
@@ -636,10 +636,6 @@ pub fn review(checks: &[CaseCheck]) -> Vec<DatasetWarning> {
         out.push(DatasetWarning::MixedOrientation { codes });
     }
     out
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    crate::checkpoint::read_json(path)
 }
 
 impl CaseSpec {
@@ -791,30 +787,17 @@ pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         path: dir.to_path_buf(),
         message,
     };
-    let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
-    let mut entries: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.'))
-        })
-        .collect();
-    entries.sort();
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    for p in entries {
+    for p in visible_entries(dir)? {
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if p.is_dir() {
             out.push((name, find_image(&p).unwrap_or(p)));
-        } else {
-            let lower = name.to_ascii_lowercase();
-            if let Some(ext) = [".nii.gz", ".nii"].iter().find(|e| lower.ends_with(*e)) {
-                files.push((name[..name.len() - ext.len()].to_string(), p));
-            }
+        } else if let Some(id) = strip_ext(&name, &[".nii.gz", ".nii"]) {
+            files.push((id.to_string(), p));
         }
     }
     let channel = |id: &str| {
