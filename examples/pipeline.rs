@@ -152,13 +152,11 @@ type Voi = ([i64; 3], [usize; 3]);
 
 /// `--locator`: the located joints' VOIs grown by the margin (an error if none is found).
 fn locate_vois(
-    path: &Path,
+    (path, locator): &(PathBuf, Locator),
     image: &Volume<f32>,
-    device: negvol_train::tch::Device,
     margin_mm: f64,
 ) -> Result<Vec<Voi>, Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
-    let locator = Locator::load(path, device)?;
     let joints = locator.locate(image)?;
     if joints.is_empty() {
         return Err(format!("--locator {}: no joint found in the image", path.display()).into());
@@ -263,33 +261,69 @@ fn load_models(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
-    let mc_model = load_models("MC", &a.mc_model, device)?;
-    let tb_model = if a.tb_model == a.mc_model {
+    let mc = load_models("MC", &a.mc_model, device)?;
+    let tb = if a.tb_model == a.mc_model {
         None
     } else {
         Some(load_models("TB", &a.tb_model, device)?)
     };
-    let tb_model = tb_model.as_ref().unwrap_or(&mc_model);
+    let nv_cfg: NvConfig = match &a.nv_config {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => NvConfig::default(),
+    };
+    let mut cleanup = CleanupConfig::for_nv(&nv_cfg);
+    if a.no_condyle_check {
+        cleanup.condyle_check = None;
+    }
+    cleanup.keep_largest = (a.keep_largest > 0).then_some(ComponentFilter {
+        max_components: a.keep_largest,
+        min_fraction: a.keep_fraction,
+    });
+    let refine = match (a.refine, &a.refine_config) {
+        (false, _) => None,
+        (true, Some(p)) => Some(serde_json::from_str(&std::fs::read_to_string(p)?)?),
+        (true, None) => Some(RefineConfig::default()),
+    };
+    let locator = match &a.locator {
+        Some(p) => Some((p.clone(), Locator::load(p, device)?)),
+        None => None,
+    };
+    // Loaded once, for one CT or a whole cohort.
+    let setup = Setup {
+        mc: &mc,
+        tb: tb.as_ref().unwrap_or(&mc),
+        locator,
+        nv_cfg,
+        cleanup,
+        refine,
+        device,
+    };
     match (&a.image, &a.input_folder) {
         (Some(image), _) => {
-            run_one(&a, &mc_model, tb_model, image, &a.out, device)?;
+            run_one(&a, &setup, image, &a.out)?;
             Ok(())
         }
-        (None, Some(dir)) => cohort(&a, &mc_model, tb_model, dir, device),
+        (None, Some(dir)) => cohort(&a, &setup, dir),
         (None, None) => Err("give --image or --input-folder".into()),
     }
+}
+
+/// What every CT of a run shares: the models, the locator and the settings, loaded once.
+struct Setup<'m> {
+    mc: &'m Ensemble,
+    tb: &'m Ensemble,
+    locator: Option<(PathBuf, Locator)>,
+    nv_cfg: NvConfig,
+    cleanup: CleanupConfig,
+    /// Step C settings when `--refine` is on.
+    refine: Option<RefineConfig>,
+    device: negvol_train::tch::Device,
 }
 
 /// Every CT of a folder through [`run_one`], then one CSV row per case: NV volume and
 /// joint-space width per side, asymmetry, issues. A failing case is reported and the others
 /// go on.
-fn cohort(
-    a: &Args,
-    mc_model: &Ensemble,
-    tb_model: &Ensemble,
-    dir: &Path,
-    device: negvol_train::tch::Device,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn cohort(a: &Args, setup: &Setup, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let images = negvol_train::dataset::list_images(dir)?;
     println!("{} CTs in {}", images.len(), dir.display());
     std::fs::create_dir_all(&a.out)?;
@@ -301,7 +335,7 @@ fn cohort(
     let mut failed = 0usize;
     for (id, path) in &images {
         println!("== {id}");
-        match run_one(a, mc_model, tb_model, path, &a.out.join(id), device) {
+        match run_one(a, setup, path, &a.out.join(id)) {
             Ok(r) => {
                 let side = |n: Side| r.sides.iter().find(|s| s.side == n && s.has_nv);
                 let vol =
@@ -363,33 +397,19 @@ fn cohort(
 /// One CT -> MC, TB -> NV into `out` (masks, meshes, pictures, report; scores with --truth).
 fn run_one(
     a: &Args,
-    mc_model: &Ensemble,
-    tb_model: &Ensemble,
+    setup: &Setup,
     image_path: &Path,
     out: &Path,
-    device: negvol_train::tch::Device,
 ) -> Result<negvol::NvReport, Box<dyn std::error::Error>> {
     let image = negvol_volume::read_image(image_path)?;
     let t0 = std::time::Instant::now();
-    let vois = match &a.locator {
-        Some(p) => Some(locate_vois(p, &image, device, a.voi_margin_mm)?),
+    let vois = match &setup.locator {
+        Some(l) => Some(locate_vois(l, &image, a.voi_margin_mm)?),
         None => None,
     };
-    let (mut mc, mc_prob) = segment_in(mc_model, &image, "mc", a.tta, vois.as_deref())?;
-    let (mut tb_raw, tb_prob) = segment_in(tb_model, &image, "tb", a.tta, vois.as_deref())?;
-    let nv_cfg: NvConfig = match &a.nv_config {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
-        None => NvConfig::default(),
-    };
-    let mut cleanup = CleanupConfig::for_nv(&nv_cfg);
-    if a.no_condyle_check {
-        cleanup.condyle_check = None;
-    }
-    cleanup.keep_largest = (a.keep_largest > 0).then_some(ComponentFilter {
-        max_components: a.keep_largest,
-        min_fraction: a.keep_fraction,
-    });
-    let cleaned = clean_predicted_masks(&mut mc, &mut tb_raw, &cleanup)?;
+    let (mut mc, mc_prob) = segment_in(setup.mc, &image, "mc", a.tta, vois.as_deref())?;
+    let (mut tb_raw, tb_prob) = segment_in(setup.tb, &image, "tb", a.tta, vois.as_deref())?;
+    let cleaned = clean_predicted_masks(&mut mc, &mut tb_raw, &setup.cleanup)?;
     if let Some(out) = cleaned.condyle_check.filter(|o| !o.removed.is_empty()) {
         let voxels: usize = out.removed.iter().map(|(v, _)| v).sum();
         let largest = out.removed.iter().map(|(v, _)| *v).max().unwrap_or(0);
@@ -416,12 +436,8 @@ fn run_one(
         );
     }
     let t_seg = t0.elapsed().as_secs_f64();
-    let tb = if a.refine {
-        let cfg = match &a.refine_config {
-            Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
-            None => RefineConfig::default(),
-        };
-        let mut r = refine_tb(&image, &tb_raw, &tb_prob, &cfg)?;
+    let tb = if let Some(cfg) = &setup.refine {
+        let mut r = refine_tb(&image, &tb_raw, &tb_prob, cfg)?;
         // Edges on the condyle's own surface are not temporal bone.
         let mut removed = 0usize;
         ndarray::Zip::from(r.view_mut())
@@ -440,7 +456,7 @@ fn run_one(
         tb_raw.clone()
     };
     let t1 = std::time::Instant::now();
-    let result = derive_nv(&mc, &tb, &nv_cfg)?;
+    let result = derive_nv(&mc, &tb, &setup.nv_cfg)?;
     let t_nv = t1.elapsed().as_secs_f64();
     std::fs::create_dir_all(out)?;
     negvol_volume::write_mask(out.join("mc.nii.gz"), &mc)?;
@@ -453,8 +469,9 @@ fn run_one(
     let files = write_outputs(out, &result, &mc, &tb, Some(&image), &opts)?;
     let r = &result.report;
     println!(
-        "{}: segmentation {t_seg:.2} s, NV {t_nv:.2} s (device {device:?})",
-        image_path.display()
+        "{}: segmentation {t_seg:.2} s, NV {t_nv:.2} s (device {:?})",
+        image_path.display(),
+        setup.device
     );
     for s in &r.sides {
         match &s.width {
