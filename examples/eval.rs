@@ -144,10 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             let e = Ensemble::load(&a.model_file, device)?;
             if e.members().len() > 1 {
-                println!("ensemble of {} models:", e.members().len());
-                for m in e.members() {
-                    println!("  {} ({})", m.path.display(), m.model.net.arch());
-                }
+                println!("{}", e.describe_members());
             }
             (vec![e], (0..spec.cases.len()).map(|c| (0, c)).collect())
         }

@@ -250,10 +250,7 @@ fn load_models(
 ) -> Result<Ensemble, Box<dyn std::error::Error>> {
     let e = Ensemble::load(paths, device)?;
     if e.members().len() > 1 {
-        println!("{what}: ensemble of {} models:", e.members().len());
-        for m in e.members() {
-            println!("  {} ({})", m.path.display(), m.model.net.arch());
-        }
+        println!("{what}: {}", e.describe_members());
     }
     Ok(e)
 }

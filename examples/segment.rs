@@ -82,10 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = parse_device(&a.device)?;
     let model = Ensemble::load(&a.model_file, device)?;
     if model.members().len() > 1 {
-        println!("ensemble of {} models:", model.members().len());
-        for m in model.members() {
-            println!("  {} ({})", m.path.display(), m.model.net.arch());
-        }
+        println!("{}", model.describe_members());
     }
     let overrides = InferenceOverrides {
         flip_tta: a.tta.then_some(true),

@@ -247,6 +247,20 @@ impl Ensemble {
         &self.members
     }
 
+    /// `ensemble of N models:` then one line per member, `  <checkpoint> (<architecture>)`,
+    /// for programs to print (no final newline).
+    pub fn describe_members(&self) -> String {
+        let mut s = format!("ensemble of {} models:", self.members.len());
+        for m in &self.members {
+            s.push_str(&format!(
+                "\n  {} ({})",
+                m.path.display(),
+                m.model.net.arch()
+            ));
+        }
+        s
+    }
+
     /// The members' weights (all 1 unless set by [`Ensemble::with_weights`]).
     pub fn weights(&self) -> &[f64] {
         &self.weights
