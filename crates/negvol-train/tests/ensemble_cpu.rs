@@ -176,7 +176,10 @@ fn two_members_give_the_mean_probability_and_its_argmax() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert_eq!(lines[0], "ensemble of 2 models:");
-    assert!(lines[1].starts_with("  ") && lines[1].ends_with("(unet3d)"), "{text}");
+    assert!(
+        lines[1].starts_with("  ") && lines[1].ends_with("(unet3d)"),
+        "{text}"
+    );
     let got = ens.predict(&img, None).unwrap();
     let mean = (&pa + &pb) / 2.0;
     for (x, y) in probs(&got).iter().zip(mean.iter()) {

@@ -904,7 +904,8 @@ impl CaseRecord {
 /// # Errors
 /// An id that is not in the dataset, a case in both lists of one fold, an empty training
 /// or validation list, or (with `patients`, one per id) a patient with cases on both sides
-/// of a fold (leakage); each error names the fold and the case.
+/// of a fold (leakage); each error names the fold and the case. `patients` of another
+/// length than `ids` is a `Config` error.
 pub fn read_splits(
     path: &Path,
     ids: &[&str],
@@ -919,6 +920,13 @@ pub fn read_splits(
         path: path.to_path_buf(),
         message,
     };
+    if let Some(p) = patients.filter(|p| p.len() != ids.len()) {
+        return Err(TrainError::Config(format!(
+            "read_splits: {} patient ids for {} case ids",
+            p.len(),
+            ids.len()
+        )));
+    }
     let splits: Vec<Split> = crate::checkpoint::read_json(path)?;
     if splits.is_empty() {
         return Err(bad("no fold".into()));
@@ -1124,6 +1132,10 @@ mod tests {
         let folds = vec![(vec![0, 1], vec![2, 3]), (vec![2, 3], vec![0, 1])];
         write_splits(&p, &ids, &folds).unwrap();
         assert_eq!(read_splits(&p, &ids, None).unwrap(), folds);
+        let e = read_splits(&p, &ids, Some(&["p0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 patient ids for 4 case ids"), "{e}");
         // a and c are one patient: fold 0 has them on both sides.
         let e = read_splits(&p, &ids, Some(&["p0", "p1", "p0", "p2"]))
             .unwrap_err()
