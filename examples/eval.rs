@@ -22,6 +22,15 @@
 //! cargo run --release --example eval -- --cross-validation runs/cv --input-data train-set
 //! ```
 //!
+//! Post-processing like nnU-Net's: `--determine-postprocessing` (with `--cross-validation`)
+//! tries, per target, keeping only the largest component and keeping up to 2 components
+//! (each at least 10 % of the largest) on the pooled validation predictions, and writes
+//! `RUN/postprocessing.json` choosing the one that raises the mean Dice (or none); the table
+//! above it is without post-processing (`negvol_train::postprocess::PostprocessingSearch`).
+//! With `--model-file`, a model folder's `postprocessing.json` is applied before scoring, as
+//! `segment` applies it (`--postprocessing none` scores the raw argmax; `--postprocessing FILE`
+//! another plan).
+//!
 //! Per structure: DICE (%), CE (mean per-voxel cross-entropy of the predicted foreground
 //! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
 //! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
@@ -43,6 +52,9 @@ use clap::Parser;
 use negvol::{nv_table_row, CleanupConfig, ComponentFilter, NvConfig};
 use negvol_metrics::{csv_table, markdown_table, table1_row, CaseRow, EvalOptions, Report};
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
+use negvol_train::postprocess::{
+    describe_filter, PostprocessingChoice, PostprocessingSearch, PLAN_FILE,
+};
 use negvol_train::run::parse_device;
 use negvol_train::DatasetSpec;
 use negvol_train::Precision;
@@ -89,6 +101,14 @@ struct Args {
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// With --cross-validation: choose each target's post-processing on the pooled validation
+    /// predictions and write RUN/postprocessing.json.
+    #[arg(long, requires = "cross_validation")]
+    determine_postprocessing: bool,
+    /// Post-processing applied before scoring: `auto` (with --model-file, the model folder's
+    /// postprocessing.json, if any; none with --cross-validation), `none`, or a plan file.
+    #[arg(long, default_value = "auto")]
+    postprocessing: PostprocessingChoice,
 }
 
 /// Label of the NV rows in the per-case table (not a class of the model).
@@ -231,12 +251,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Ok(m), Ok(t)) if spec.cases.iter().all(|c| c.labels.contains_key("nv")) => Some((m, t)),
         _ => None,
     };
+    // The plan applied before scoring (the cross-validation is scored as predicted unless a
+    // plan file is named).
+    let plan = match (&a.cross_validation, &a.postprocessing) {
+        (Some(_), PostprocessingChoice::Auto) => None,
+        (_, choice) => choice.resolve(&a.model_file, &targets)?,
+    };
+    if let Some((path, plan)) = &plan {
+        println!(
+            "post-processing from {}: {}",
+            path.display(),
+            plan.describe()
+        );
+    }
+    let mut search = if a.determine_postprocessing {
+        Some(PostprocessingSearch::new(
+            targets.clone(),
+            PostprocessingSearch::default_candidates(),
+        )?)
+    } else {
+        None
+    };
     let mut rows: Vec<CaseRow> = Vec::new();
     let t0 = std::time::Instant::now();
     for &(mi, ci) in &jobs {
         let c = &spec.cases[ci];
         let case = negvol_train::dataset::load_case(c, &targets)?;
-        let pred = models[mi].predict_overriding(&case.image, &overrides)?;
+        let mut pred = models[mi].predict_overriding(&case.image, &overrides)?;
+        if let Some(s) = &mut search {
+            s.add_case(case.label.data().view(), pred.labels.data().view())?;
+        }
+        if let Some((_, plan)) = &plan {
+            plan.apply(&mut pred)?;
+        }
         for (t, name) in targets.iter().enumerate() {
             let cls = (t + 1) as u8;
             let truth = case.label.data().mapv(|v| v == cls);
@@ -288,7 +335,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let title = format!(
-        "{} ({}, {} cases)",
+        "{} ({}, {} cases{})",
         match (models.len(), ensemble.members().len()) {
             (1, 1) => model.model.net.arch().to_string(),
             (1, k) => format!(
@@ -301,7 +348,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
         },
         describe(ensemble, |m| m.model.loss.name().to_string()),
-        jobs.len()
+        jobs.len(),
+        plan.as_ref().map_or(String::new(), |(_, p)| format!(
+            ", post-processed: {}",
+            p.describe()
+        ))
     );
     let mut objects: Vec<(String, u8)> = targets
         .iter()
@@ -329,6 +380,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     print!("{}", markdown_table(&title, &table));
     println!("{} cases in {secs:.1} s", jobs.len());
+    if let (Some(s), Some(run)) = (&search, &a.cross_validation) {
+        let determined = s.finish(format!(
+            "{}-fold cross-validation of {}, {} validation cases",
+            models.len(),
+            run.display(),
+            s.cases()
+        ))?;
+        println!("\npost-processing on the pooled validation predictions (mean Dice %):");
+        for t in &determined.targets {
+            let cells: Vec<String> = t
+                .candidates
+                .iter()
+                .map(|c| {
+                    let moved = if c.keep_largest.is_some() {
+                        format!(" (+{} -{} cases)", c.improved, c.worsened)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{} {:.3}{moved}",
+                        describe_filter(c.keep_largest.as_ref()),
+                        100.0 * c.mean_dice
+                    )
+                })
+                .collect();
+            println!(
+                "  {}: {} -> {}",
+                t.target,
+                cells.join(" | "),
+                describe_filter(t.keep_largest.as_ref())
+            );
+        }
+        let path = run.join(PLAN_FILE);
+        determined.save(&path)?;
+        println!(
+            "{} ({}); segment and eval --model-file {} apply it",
+            path.display(),
+            determined.describe(),
+            run.display()
+        );
+    }
     if let Some(p) = &a.csv {
         negvol_train::checkpoint::write_atomic(p, csv_table(&rows).as_bytes())?;
         println!("per-case CSV: {}", p.display());

@@ -22,11 +22,19 @@
 //! order): with more than one model the label map is the argmax of the mean of their softmax
 //! probabilities (`negvol_train::ensemble::Ensemble`), each model with its own preprocessing
 //! and sliding-window settings. One model gives the same output as before ensembles existed.
+//!
+//! Post-processing: when a model folder holds the `postprocessing.json` that
+//! `eval --cross-validation RUN --determine-postprocessing` writes (per target: keep the
+//! largest component(s) or not, whichever gave the higher mean Dice on the cross-validation;
+//! `negvol_train::postprocess`), it is applied, as nnU-Net applies its determined
+//! post-processing. `--postprocessing none` turns it off, `--postprocessing FILE` uses another
+//! plan, and `--keep-largest N` applies one filter to every class instead.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
+use negvol_train::postprocess::{ComponentFilter, PostprocessingChoice, PostprocessingPlan};
 use negvol_train::run::parse_device;
 use negvol_train::Precision;
 
@@ -69,9 +77,13 @@ struct Args {
     #[arg(long)]
     batch_size: Option<usize>,
     /// Keep at most this many connected components of each class, each at least 10 % of the
-    /// class's largest (0: keep all).
-    #[arg(long, default_value_t = 0)]
-    keep_largest: usize,
+    /// class's largest (0: keep all), instead of the post-processing plan.
+    #[arg(long, conflicts_with = "postprocessing")]
+    keep_largest: Option<usize>,
+    /// Post-processing plan: `auto` (the model folder's postprocessing.json, if any), `none`,
+    /// or a plan file.
+    #[arg(long, default_value = "auto")]
+    postprocessing: PostprocessingChoice,
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -90,8 +102,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: a.batch_size,
         precision: a.precision,
     };
+    let post = match a.keep_largest {
+        Some(0) => Post::None,
+        Some(n) => Post::Filter(ComponentFilter {
+            max_components: n,
+            min_fraction: 0.1,
+        }),
+        None => match a.postprocessing.resolve(&a.model_file, model.targets())? {
+            Some((path, plan)) => {
+                println!(
+                    "post-processing from {}: {}",
+                    path.display(),
+                    plan.describe()
+                );
+                Post::Plan(plan)
+            }
+            None => Post::None,
+        },
+    };
+    let run = Run {
+        model: &model,
+        overrides: &overrides,
+        post: &post,
+        probabilities: a.probabilities,
+    };
     match (&a.image, &a.out, &a.input_folder, &a.out_folder) {
-        (Some(image), Some(out), _, _) => segment_one(&a, &model, &overrides, image, out),
+        (Some(image), Some(out), _, _) => run.segment_one(image, out),
         (_, _, Some(input), Some(out_dir)) => {
             let images = negvol_train::dataset::list_images(input)?;
             std::fs::create_dir_all(out_dir)?;
@@ -103,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("{id}: {} exists, skipped", out.display());
                     continue;
                 }
-                if let Err(e) = segment_one(&a, &model, &overrides, path, &out) {
+                if let Err(e) = run.segment_one(path, &out) {
                     eprintln!("{id}: FAILED: {e}");
                     failed.push(id.clone());
                 }
@@ -123,67 +159,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// Segment one image into `out` (and its probability maps beside it with --probabilities).
-fn segment_one(
-    a: &Args,
-    model: &Ensemble,
-    overrides: &InferenceOverrides,
-    image_path: &std::path::Path,
-    out: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let image = negvol_volume::read_image(image_path)?;
-    let t0 = std::time::Instant::now();
-    let mut pred = model.predict_overriding(&image, overrides)?;
-    let secs = t0.elapsed().as_secs_f64();
-    if a.keep_largest > 0 {
-        let filter = negvol_train::postprocess::ComponentFilter {
-            max_components: a.keep_largest,
-            min_fraction: 0.1,
+/// What is done to each prediction's label map before it is written.
+enum Post {
+    None,
+    /// One filter for every class (--keep-largest).
+    Filter(ComponentFilter),
+    /// The model's determined plan.
+    Plan(PostprocessingPlan),
+}
+
+/// The loaded model(s) and the settings every image shares.
+struct Run<'a> {
+    model: &'a Ensemble,
+    overrides: &'a InferenceOverrides,
+    post: &'a Post,
+    probabilities: bool,
+}
+
+impl Run<'_> {
+    /// Segment one image into `out` (and its probability maps beside it with --probabilities).
+    fn segment_one(
+        &self,
+        image_path: &std::path::Path,
+        out: &std::path::Path,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let model = self.model;
+        let image = negvol_volume::read_image(image_path)?;
+        let t0 = std::time::Instant::now();
+        let mut pred = model.predict_overriding(&image, self.overrides)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let done: Vec<Option<negvol_train::postprocess::FilterOutcome>> = match self.post {
+            Post::None => Vec::new(),
+            Post::Filter(f) => pred
+                .keep_largest_components(f)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            Post::Plan(plan) => plan.apply(&mut pred)?,
         };
-        for (name, r) in model
-            .targets()
-            .iter()
-            .zip(pred.keep_largest_components(&filter)?)
-        {
-            if r.removed_voxels > 0 {
+        for (name, r) in model.targets().iter().zip(done) {
+            if let Some(r) = r.filter(|r| r.removed_voxels > 0) {
                 println!(
                     "  {name}: kept {} of {} components, removed {} voxels",
                     r.kept, r.components, r.removed_voxels
                 );
             }
         }
-    }
-    negvol_volume::write_nifti(out, &pred.labels)?;
-    let g = image.geometry();
-    println!(
-        "{} {:?} at {:?} mm on {:?}: {secs:.2} s",
-        image_path.display(),
-        g.shape(),
-        g.spacing(),
-        model.members()[0].vs.device()
-    );
-    for (t, name) in model.targets().iter().enumerate() {
-        let n = pred
-            .labels
-            .data()
-            .iter()
-            .filter(|v| **v as usize == t + 1)
-            .count();
+        negvol_volume::write_nifti(out, &pred.labels)?;
+        let g = image.geometry();
         println!(
-            "  {name}: {n} voxels, {:.1} mm3",
-            n as f64 * g.voxel_volume_mm3()
+            "{} {:?} at {:?} mm on {:?}: {secs:.2} s",
+            image_path.display(),
+            g.shape(),
+            g.spacing(),
+            model.members()[0].vs.device()
         );
-        if a.probabilities {
-            let name_s = out
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let stem = name_s.trim_end_matches(".gz").trim_end_matches(".nii");
-            let p = out.with_file_name(format!("{stem}_prob_{name}.nii.gz"));
-            negvol_volume::write_nifti(&p, &pred.probabilities[t + 1])?;
-            println!("  probabilities: {}", p.display());
+        for (t, name) in model.targets().iter().enumerate() {
+            let n = pred
+                .labels
+                .data()
+                .iter()
+                .filter(|v| **v as usize == t + 1)
+                .count();
+            println!(
+                "  {name}: {n} voxels, {:.1} mm3",
+                n as f64 * g.voxel_volume_mm3()
+            );
+            if self.probabilities {
+                let name_s = out
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let stem = name_s.trim_end_matches(".gz").trim_end_matches(".nii");
+                let p = out.with_file_name(format!("{stem}_prob_{name}.nii.gz"));
+                negvol_volume::write_nifti(&p, &pred.probabilities[t + 1])?;
+                println!("  probabilities: {}", p.display());
+            }
         }
+        println!("labels: {}", out.display());
+        Ok(())
     }
-    println!("labels: {}", out.display());
-    Ok(())
 }

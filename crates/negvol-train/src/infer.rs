@@ -325,22 +325,30 @@ impl Prediction {
     ) -> Result<Vec<crate::postprocess::FilterOutcome>> {
         // Up to 256 classes (to_prediction's limit): class indices 1..=255 fit the u8 labels.
         let classes = self.probabilities.len().clamp(1, 256);
-        let mut out = Vec::with_capacity(classes - 1);
-        for c in (1..classes).map(|c| c as u8) {
-            let mut m = self.mask(c);
-            let r = crate::postprocess::keep_largest_components(&mut m, filter)?;
-            if r.removed_voxels > 0 {
-                ndarray::Zip::from(self.labels.view_mut())
-                    .and(m.view())
-                    .for_each(|l, kept| {
-                        if *l == c && !*kept {
-                            *l = 0;
-                        }
-                    });
-            }
-            out.push(r);
+        (1..classes)
+            .map(|c| self.keep_largest_components_of(c as u8, filter))
+            .collect()
+    }
+
+    /// [`Prediction::keep_largest_components`] for one class of the label map: its removed
+    /// voxels become background (0); other classes and the probabilities are untouched.
+    pub fn keep_largest_components_of(
+        &mut self,
+        class: u8,
+        filter: &crate::postprocess::ComponentFilter,
+    ) -> Result<crate::postprocess::FilterOutcome> {
+        let mut m = self.mask(class);
+        let r = crate::postprocess::keep_largest_components(&mut m, filter)?;
+        if r.removed_voxels > 0 {
+            ndarray::Zip::from(self.labels.view_mut())
+                .and(m.view())
+                .for_each(|l, kept| {
+                    if *l == class && !*kept {
+                        *l = 0;
+                    }
+                });
         }
-        Ok(out)
+        Ok(r)
     }
 }
 

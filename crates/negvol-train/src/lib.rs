@@ -24,7 +24,8 @@
 //! - [`ensemble`]: several models predicting together ([`ensemble::Ensemble`]: the mean of
 //!   their softmax probabilities, then the argmax, e.g. the K models of a cross-validation
 //!   folder `fold_*/`), as nnU-Net ensembles its folds;
-//! - [`postprocess`]: keep the largest connected components of a predicted mask;
+//! - [`postprocess`]: keep the largest connected components of a predicted mask, and choose
+//!   per target, on the pooled cross-validation, whether that helps (as nnU-Net does);
 //! - [`refine`]: the paper's step C (Canny edges of the CT within the TB probability, closing);
 //! - [`locate`]: the joint locator (coarse heatmap network x mean-mask atlas prior -> one
 //!   volume of interest per joint), so the full-resolution networks run only there.
