@@ -67,11 +67,16 @@ pub trait SegmentationNet: std::fmt::Debug + Send {
         Ok(vec![self.forward_t(xs, train)?])
     }
 
-    /// Inputs must be divisible by this per spatial axis.
-    fn size_divisor(&self) -> [i64; 3];
+    /// Inputs must be divisible by this per spatial axis (the configuration's
+    /// [`NetConfig::size_divisor`]).
+    fn size_divisor(&self) -> [i64; 3] {
+        self.config().size_divisor()
+    }
 
-    /// Number of output classes (logit channels).
-    fn classes(&self) -> i64;
+    /// Number of output classes (logit channels; the configuration's [`NetConfig::classes`]).
+    fn classes(&self) -> i64 {
+        self.config().classes()
+    }
 
     /// The configuration the network was built from.
     fn config(&self) -> &NetConfig;

@@ -213,14 +213,6 @@ impl SegmentationNet for Unet {
             .map_err(NetError::torch("unet forward"))
     }
 
-    fn size_divisor(&self) -> [i64; 3] {
-        self.cfg.size_divisor()
-    }
-
-    fn classes(&self) -> i64 {
-        self.cfg.classes()
-    }
-
     fn config(&self) -> &NetConfig {
         &self.cfg
     }

@@ -265,14 +265,6 @@ impl SegmentationNet for Unet3d {
             .map_err(NetError::torch(format!("{} forward", self.cfg.arch())))
     }
 
-    fn size_divisor(&self) -> [i64; 3] {
-        self.cfg.size_divisor()
-    }
-
-    fn classes(&self) -> i64 {
-        self.cfg.classes()
-    }
-
     fn config(&self) -> &NetConfig {
         &self.cfg
     }

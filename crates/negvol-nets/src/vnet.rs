@@ -272,14 +272,6 @@ impl SegmentationNet for Vnet {
         self.run(xs, train).map_err(NetError::torch("vnet forward"))
     }
 
-    fn size_divisor(&self) -> [i64; 3] {
-        self.cfg.size_divisor()
-    }
-
-    fn classes(&self) -> i64 {
-        self.cfg.classes()
-    }
-
     fn config(&self) -> &NetConfig {
         &self.cfg
     }
