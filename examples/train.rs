@@ -19,6 +19,9 @@
 //! Cross-validation: `--folds 5` (by patient; the folds go to `OUT/splits_final.json` in
 //! nnU-Net's form) or `--splits splits_final.json` (nnU-Net's folds for the same cases, so both
 //! tools are compared on identical splits); `--fold 0` trains one fold (one job per fold).
+//! `--continue` picks an interrupted run up where it stopped (each fold from its last.json;
+//! finished folds are left alone), after checking that the dataset and the folds are the
+//! ones it started with.
 //! The input may be an nnU-Net v2 or Decathlon raw dataset as it is.
 //!
 //! ```text
@@ -35,7 +38,9 @@ use negvol_train::checkpoint::EpochRecord;
 use negvol_train::dataset::{kfold_by_patient, read_splits, write_splits};
 use negvol_train::optim::{LrSchedule, OptimizerConfig};
 use negvol_train::preprocess::Normalization;
-use negvol_train::run::{build_trainer, cross_validate_folds, parse_device, RunConfig};
+use negvol_train::run::{
+    build_trainer, continue_folds, cross_validate_folds, parse_device, RunConfig,
+};
 use negvol_train::trainer::{Observer, StepEvent};
 use negvol_train::DatasetSpec;
 
@@ -159,6 +164,12 @@ struct Args {
     /// Resume from a checkpoint (OUT/last.json).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Continue an interrupted run in OUT (nnU-Net's --c): from OUT/last.json, or with
+    /// --folds/--splits each fold from OUT/fold_<f>/last.json (finished folds are left as
+    /// they are; raise --epochs to extend them). The dataset and the folds must be the ones
+    /// the run started with (OUT/cases.json, OUT/splits_final.json).
+    #[arg(long = "continue", conflicts_with = "resume")]
+    continue_run: bool,
     /// Device: auto, cpu, cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -420,7 +431,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = parse_device(&a.device)?;
     run.validate()?;
     std::fs::create_dir_all(&a.out)?;
-    negvol_train::checkpoint::write_json(&a.out.join("run.json"), &run)?;
 
     let spec = DatasetSpec::open(&a.input_data)?;
     eprintln!(
@@ -443,7 +453,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Which images this run trains on, so that `eval --cross-validation` can check it scores
     // the same ones (case ids alone repeat across datasets).
     let records = negvol_train::dataset::CaseRecord::of_all(&cases);
-    negvol_train::checkpoint::write_json(&a.out.join("cases.json"), &records)?;
+    let recorded = a.out.join("cases.json");
+    if a.continue_run && recorded.is_file() {
+        let before: Vec<negvol_train::dataset::CaseRecord> =
+            negvol_train::checkpoint::read_json(&recorded)?;
+        if before != records {
+            return Err(format!(
+                "--continue: the cases of {} differ from the ones the run started with ({}); \
+                 continue with the same dataset or train into a new folder",
+                a.input_data.display(),
+                recorded.display()
+            )
+            .into());
+        }
+    }
     let mut obs = Progress { quiet: a.quiet };
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
@@ -456,13 +479,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(folds) = folds {
         if a.resume.is_some() {
             return Err(
-                "--resume continues one run; with cross-validation train the fold alone".into(),
+                "--resume continues one run; --continue continues every fold of OUT".into(),
             );
         }
-        write_splits(&a.out.join("splits_final.json"), &ids, &folds)?;
+        let split_file = a.out.join("splits_final.json");
+        if a.continue_run && split_file.is_file() {
+            let before = read_splits(&split_file, &ids, Some(&patients))?;
+            if before != folds {
+                return Err(format!(
+                    "--continue: the folds differ from the run's {}; pass it with --splits",
+                    split_file.display()
+                )
+                .into());
+            }
+        }
+        write_splits(&split_file, &ids, &folds)?;
+        negvol_train::checkpoint::write_json(&recorded, &records)?;
+        negvol_train::checkpoint::write_json(&a.out.join("run.json"), &run)?;
         let which = a.fold.clone().unwrap_or_else(|| (0..folds.len()).collect());
-        let summaries =
-            cross_validate_folds(&run, &cases, &folds, &which, device, &a.out, &mut obs)?;
+        let train_folds = if a.continue_run {
+            continue_folds
+        } else {
+            cross_validate_folds
+        };
+        let summaries = train_folds(&run, &cases, &folds, &which, device, &a.out, &mut obs)?;
         for (f, s) in which.iter().zip(&summaries) {
             println!(
                 "fold {f}: best mean Dice {:?} at epoch {:?}",
@@ -491,8 +531,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train.len(),
         val.len()
     );
+    negvol_train::checkpoint::write_json(&recorded, &records)?;
+    negvol_train::checkpoint::write_json(&a.out.join("run.json"), &run)?;
     let mut trainer = build_trainer(&run, device)?;
-    if let Some(r) = &a.resume {
+    let last = a.out.join("last.json");
+    let resume = match (&a.resume, a.continue_run) {
+        (Some(r), _) => Some(r.clone()),
+        (None, true) if last.is_file() => Some(last),
+        (None, true) => {
+            eprintln!(
+                "--continue: no {} yet, starting from scratch",
+                last.display()
+            );
+            None
+        }
+        (None, false) => None,
+    };
+    if let Some(r) = &resume {
         trainer.resume(r)?;
         eprintln!(
             "resumed from {} at epoch {}",

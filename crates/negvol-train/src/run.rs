@@ -231,6 +231,57 @@ pub fn cross_validate_folds(
     out_dir: &Path,
     observer: &mut dyn Observer,
 ) -> Result<Vec<TrainSummary>> {
+    run_folds(run, cases, folds, which, device, out_dir, observer, false)
+}
+
+/// [`cross_validate_folds`], continuing an interrupted run (nnU-Net's `--c`): a fold whose
+/// folder holds a `last.json` continues from it ([`crate::Trainer::resume`]: weights,
+/// optimiser, training state, fitted normalisation); a fold that had finished (its epochs
+/// reached `run.train.epochs`, or early stopping ended it) is left as it is and its summary
+/// read from the checkpoint; a fold without a checkpoint trains from scratch. Raising
+/// `run.train.epochs` therefore extends finished folds.
+///
+/// # Errors
+/// As [`cross_validate_folds`], and an unreadable or mismatching checkpoint (another network
+/// or other targets).
+pub fn continue_folds(
+    run: &RunConfig,
+    cases: &[Case],
+    folds: &[(Vec<usize>, Vec<usize>)],
+    which: &[usize],
+    device: Device,
+    out_dir: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Vec<TrainSummary>> {
+    run_folds(run, cases, folds, which, device, out_dir, observer, true)
+}
+
+/// Whether a checkpoint's training is over for `epochs` epochs, and its summary if so.
+fn finished_summary(last: &Path, epochs: usize) -> Result<Option<TrainSummary>> {
+    let (json, rec) = crate::checkpoint::read_record(last)?;
+    if !(rec.state.stopped_early || rec.state.epoch >= epochs) {
+        return Ok(None);
+    }
+    let best =
+        crate::checkpoint::checkpoint_paths(json.parent().unwrap_or(Path::new(".")), "best").2;
+    Ok(Some(TrainSummary {
+        best: (rec.state.best_epoch.is_some() && best.is_file()).then_some(best),
+        state: rec.state,
+        last: json,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_folds(
+    run: &RunConfig,
+    cases: &[Case],
+    folds: &[(Vec<usize>, Vec<usize>)],
+    which: &[usize],
+    device: Device,
+    out_dir: &Path,
+    observer: &mut dyn Observer,
+    resume: bool,
+) -> Result<Vec<TrainSummary>> {
     let pick = |idx: &[usize], f: usize, what: &str| -> Result<Vec<Case>> {
         if idx.is_empty() {
             return Err(TrainError::Config(format!("fold {f}: no {what} case")));
@@ -252,8 +303,20 @@ pub fn cross_validate_folds(
             TrainError::Config(format!("fold {f} requested of {} folds", folds.len()))
         })?;
         let (tr, va) = (pick(train, f, "training")?, pick(val, f, "validation")?);
+        let dir = out_dir.join(format!("fold_{f}"));
+        let last = crate::checkpoint::checkpoint_paths(&dir, "last").2;
+        let resumable = resume && last.is_file();
+        if resumable {
+            if let Some(done) = finished_summary(&last, run.train.epochs)? {
+                out.push(done);
+                continue;
+            }
+        }
         let mut t = build_trainer(run, device)?;
-        out.push(t.fit(&tr, &va, &out_dir.join(format!("fold_{f}")), observer)?);
+        if resumable {
+            t.resume(&last)?;
+        }
+        out.push(t.fit(&tr, &va, &dir, observer)?);
     }
     Ok(out)
 }

@@ -641,7 +641,8 @@ impl Trainer {
 
     /// Train for the configured epochs (from the resumed state, if any), validating on `val`
     /// (may be empty), writing `last.*` every epoch and `best.*` on improvement into
-    /// `out_dir`, and a line per epoch to `out_dir/log.jsonl`. With a wall-clock budget
+    /// `out_dir`, and a line per epoch to `out_dir/log.jsonl`. A fresh (not resumed) run first
+    /// removes the `log.jsonl` and `best.*` an earlier run left in `out_dir`. With a wall-clock budget
     /// ([`TrainConfig::max_minutes`]) the run may end before its epochs are done; the
     /// returned state says so (`stopped_by_time_budget`).
     pub fn fit(
@@ -671,6 +672,19 @@ impl Trainer {
             }
         }
         std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
+        if self.state.epoch == 0 && self.state.history.is_empty() {
+            // A fresh run: a log or a best checkpoint an earlier run left in `out_dir` is not
+            // this run's (loaders prefer best.json to last.json), so they go.
+            let (w, o, j) = crate::checkpoint::checkpoint_paths(out_dir, "best");
+            for p in [out_dir.join("log.jsonl"), w, o, j] {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(TrainError::io(&p, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
         if !self.cfg.normalization.is_fitted() {
             self.cfg.normalization = self.cfg.normalization.fit(
                 train.iter().map(|c| (c.image.data(), c.label.data())),

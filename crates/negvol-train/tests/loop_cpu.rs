@@ -215,6 +215,16 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
     }
     let (_, rec) = read_record(&part.join("last.safetensors")).unwrap();
     assert_eq!(rec.state.epoch, 3);
+    // A fresh run into the same folder without validation: the earlier run's best.* and log
+    // are gone (a loader would take the stale best.json over this run's last.json).
+    let mut d = trainer(config(1));
+    let sd = d.fit(&cases, &[], &part, &mut Silent).unwrap();
+    assert!(sd.best.is_none());
+    for f in ["best.json", "best.safetensors", "best.optim.safetensors"] {
+        assert!(!part.join(f).exists(), "{f}");
+    }
+    let log = std::fs::read_to_string(part.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 1);
 }
 
 #[test]

@@ -150,3 +150,71 @@ fn cross_validation_trains_one_fresh_model_per_fold() {
     .to_string();
     assert!(e.contains("fold 2 requested of 2"), "{e}");
 }
+
+#[test]
+fn continuing_a_cross_validation_skips_finished_folds_and_extends_them() {
+    let cases: Vec<Case> = (0..4).map(|s| phantom_case(20 + s, 2.4)).collect(); // 16^3
+    let mut run = run_config();
+    run.train.epochs = 1;
+    run.train.sampler.batches_per_epoch = 2;
+    let splits = vec![(vec![0, 1, 2], vec![3]), (vec![1, 2, 3], vec![0])];
+    let dir = tempfile::tempdir().unwrap();
+    let go = |run: &RunConfig, resume: bool| {
+        let f = if resume {
+            negvol_train::run::continue_folds
+        } else {
+            negvol_train::run::cross_validate_folds
+        };
+        f(
+            run,
+            &cases,
+            &splits,
+            &[0, 1],
+            Device::Cpu,
+            dir.path(),
+            &mut Silent,
+        )
+        .unwrap()
+    };
+    let lines = |f: usize| {
+        std::fs::read_to_string(dir.path().join(format!("fold_{f}/log.jsonl")))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let first = go(&run, false);
+    let weights = dir.path().join("fold_0/last.safetensors");
+    let stamp = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    // Both folds finished their 1 epoch: continuing changes nothing and reports them.
+    let again = go(&run, true);
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(a.state.global_step, b.state.global_step);
+        assert_eq!(a.state.history.len(), b.state.history.len());
+        assert_eq!(a.last, b.last);
+        assert_eq!(a.best, b.best);
+    }
+    assert_eq!((lines(0), lines(1)), (1, 1));
+    assert_eq!(
+        std::fs::metadata(&weights).unwrap().modified().unwrap(),
+        stamp
+    );
+    // Fold 1 lost (never started): it trains from scratch; fold 0 is still finished.
+    std::fs::remove_dir_all(dir.path().join("fold_1")).unwrap();
+    let restarted = go(&run, true);
+    assert_eq!(restarted[1].state.global_step, 2);
+    assert_eq!(lines(1), 1);
+    // One more epoch: each fold continues from its checkpoint (steps 2 -> 4), not from 0.
+    run.train.epochs = 2;
+    let longer = go(&run, true);
+    for (f, s) in longer.iter().enumerate() {
+        assert_eq!(s.state.epoch, 2, "fold {f}");
+        assert_eq!(s.state.global_step, 4, "fold {f}");
+        assert_eq!(lines(f), 2, "fold {f}");
+    }
+    // Without continuing, the same call starts both folds over, with a new log.
+    let fresh = go(&run, false);
+    assert!(fresh
+        .iter()
+        .all(|s| s.state.global_step == 4 && s.state.history.len() == 2));
+    assert_eq!((lines(0), lines(1)), (2, 2));
+}
