@@ -135,6 +135,14 @@ pub struct TrainConfig {
     /// per side) before sampling: a volume of interest around the joint, as the seed paper
     /// trains on VOIs. Inference still covers the whole image. `None`: no crop.
     pub crop_margin_mm: Option<f64>,
+    /// Label maps mark unannotated voxels with [`crate::IGNORE_LABEL`] (sparse annotation, as
+    /// nnU-Net's `ignore` label): the loss leaves them out (its `ignore_index` is set to
+    /// 255 by [`crate::run::build_trainer`]), patch centres, the crop and normalisation
+    /// statistics come from annotated foreground only, and validation Dice counts annotated
+    /// voxels only (HD95 is not computed on such cases). The `train` example sets it when the
+    /// dataset has unannotated voxels. A configuration written before the field reads `false`.
+    #[serde(default)]
+    pub ignore_label: bool,
     /// Patch sampling.
     pub sampler: SamplerConfig,
     /// Augmentation.
@@ -178,6 +186,7 @@ impl Default for TrainConfig {
             orientation: Some("RAS".into()),
             target_spacing: None,
             crop_margin_mm: None,
+            ignore_label: false,
             sampler: SamplerConfig::default(),
             augment: AugmentConfig::paper(),
             optimizer: OptimizerConfig::default(),

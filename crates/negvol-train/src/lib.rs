@@ -67,6 +67,12 @@ pub mod sampler;
 pub mod trainer;
 
 pub use config::{Precision, TrainConfig, ValidationConfig};
+
+/// The label-map value of voxels that carry no annotation (nnU-Net's `ignore` label, for
+/// sparse annotation): with [`TrainConfig::ignore_label`] the loss leaves them out, patch
+/// centres and normalisation statistics never come from them, and validation scores only the
+/// annotated voxels. Targets are classes 1 to 254, so the value never names a structure.
+pub const IGNORE_LABEL: u8 = 255;
 pub use dataset::{Case, CaseSpec, DatasetSpec, LabelSource};
 pub use error::{Result, TrainError};
 pub use infer::{sliding_window, InferenceConfig, Prediction};

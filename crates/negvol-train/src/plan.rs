@@ -478,7 +478,7 @@ pub fn fingerprint_with(
                 let mut counts = vec![0u64; targets.len()];
                 let mut fg = Vec::new();
                 for (&l, &v) in case.label.data().iter().zip(case.image.data().iter()) {
-                    if l > 0 {
+                    if l > 0 && l != crate::IGNORE_LABEL {
                         counts[l as usize - 1] += 1;
                         fg.push(v);
                     }

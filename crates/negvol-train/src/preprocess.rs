@@ -153,7 +153,7 @@ impl Normalization {
                     let fg: Vec<f32> = img
                         .iter()
                         .zip(lab.iter())
-                        .filter(|(v, l)| **l > 0 && v.is_finite())
+                        .filter(|(v, l)| **l > 0 && **l != crate::IGNORE_LABEL && v.is_finite())
                         .map(|(v, _)| *v)
                         .collect();
                     let stride = fg.len().div_ceil(max_samples_per_case.max(1)).max(1);
@@ -280,7 +280,7 @@ pub fn bounding_box<T>(
 /// A box `(start, size)` around the foreground of `label` grown by `margin` voxels per side
 /// and clamped to the volume, or `None` if the label is empty.
 pub fn voi_around_labels(label: &Array3<u8>, margin: [usize; 3]) -> Option<([i64; 3], [usize; 3])> {
-    let (lo, hi) = bounding_box(label, |v| *v > 0)?;
+    let (lo, hi) = bounding_box(label, |v| *v > 0 && *v != crate::IGNORE_LABEL)?;
     let sh = label.shape();
     let mut start = [0i64; 3];
     let mut size = [0usize; 3];
@@ -405,6 +405,30 @@ mod tests {
         .apply(&mut a)
         .unwrap();
         assert_eq!(a.as_slice().unwrap(), &[-1.0, -1.0, 1.0, -1.0]);
+    }
+
+    #[test]
+    fn unannotated_voxels_are_not_foreground() {
+        // Foreground k in 1..=100, unannotated (255) k in 101..200 with other intensities:
+        // the fit and the crop see only the annotated foreground.
+        let img = Array3::from_shape_fn((1, 1, 200), |(_, _, k)| k as f32);
+        let lab = Array3::from_shape_fn((1, 1, 200), |(_, _, k)| match k {
+            0 => 0,
+            1..=100 => 1,
+            _ => crate::IGNORE_LABEL,
+        });
+        let sparse = Normalization::default()
+            .fit([(&img, &lab)], usize::MAX)
+            .unwrap();
+        let first = lab.mapv(|l| u8::from(l == 1));
+        let dense = Normalization::default()
+            .fit([(&img, &first)], usize::MAX)
+            .unwrap();
+        assert_eq!(sparse, dense);
+        assert_eq!(
+            voi_around_labels(&lab, [0; 3]),
+            Some(([0, 0, 1], [1, 1, 100]))
+        );
     }
 
     #[test]

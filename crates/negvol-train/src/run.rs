@@ -183,17 +183,33 @@ pub fn build_trainer(run: &RunConfig, device: Device) -> Result<Trainer> {
         run.train.validation.inference.patch,
         "inference",
     )?;
-    let model = serde_json::to_value(&run.model)
+    // Sparse annotation: the loss leaves the unannotated voxels out.
+    let mut loss = run.model.loss.clone();
+    if run.train.ignore_label {
+        let ii = i64::from(crate::IGNORE_LABEL);
+        match loss.ignore_index {
+            None => loss.ignore_index = Some(ii),
+            Some(i) if i == ii => {}
+            Some(i) => {
+                return Err(TrainError::Config(format!(
+                    "train.ignore_label marks unannotated voxels {ii}, but the loss ignores {i}"
+                )))
+            }
+        }
+    }
+    let mut described = run.model.clone();
+    described.loss = loss.clone();
+    let model = serde_json::to_value(&described)
         .map_err(|e| TrainError::Config(format!("model description: {e}")))?;
     let levels = deep_outputs(&run.model.net);
     let objective: Box<dyn Objective> = if levels > 1 {
         Box::new(DeepObjective {
-            loss: run.model.loss.clone(),
+            loss,
             weights: DeepSupervision::nnunet(levels)
                 .map_err(|e| TrainError::Config(e.to_string()))?,
         })
     } else {
-        Box::new(run.model.loss.clone())
+        Box::new(loss)
     };
     Trainer::new(run.train.clone(), vs, Box::new(net), objective, model)
 }

@@ -125,7 +125,8 @@ impl PreparedCase {
         }
         let mut foreground = Vec::new();
         for (c, &n) in counts.iter().enumerate().skip(1) {
-            if n == 0 {
+            // Unannotated voxels are no structure to centre patches on.
+            if n == 0 || c == crate::IGNORE_LABEL as usize {
                 continue;
             }
             let stride = n.div_ceil(MAX_FOREGROUND_CANDIDATES).max(1);
@@ -381,6 +382,21 @@ mod tests {
         let lab = Array3::from_shape_fn((n, n, n), |(i, j, k)| u8::from(i < 3 && j < 3 && k < 3));
         let img = lab.mapv(|l| l as f32 * 10.0);
         PreparedCase::new(id, img, lab, [1.0; 3]).unwrap()
+    }
+
+    #[test]
+    fn unannotated_voxels_are_no_patch_centres() {
+        let mut lab =
+            Array3::from_shape_fn((10, 10, 10), |(i, j, k)| u8::from(i < 2 && j < 2 && k < 2));
+        lab.slice_mut(ndarray::s![5.., .., ..])
+            .fill(crate::IGNORE_LABEL);
+        let img = lab.mapv(f32::from);
+        let c = PreparedCase::new("s", img, lab.clone(), [1.0; 3]).unwrap();
+        assert_eq!(c.foreground.len(), 1);
+        assert_eq!(c.foreground[0].len(), 8);
+        assert!(c.foreground[0]
+            .iter()
+            .all(|v| lab[[v[0] as usize, v[1] as usize, v[2] as usize]] == 1));
     }
 
     #[test]

@@ -281,10 +281,14 @@ fn prepare_image(
     }
 }
 
-/// Dice of class `c` between two label maps (1 when both are empty).
+/// Dice of class `c` between two label maps (1 when both are empty), over the voxels the
+/// truth annotates: voxels where `truth` is [`crate::IGNORE_LABEL`] are left out.
 pub fn dice(pred: &Array3<u8>, truth: &Array3<u8>, c: u8) -> f64 {
     let (mut inter, mut a, mut b) = (0usize, 0usize, 0usize);
     for (p, t) in pred.iter().zip(truth.iter()) {
+        if *t == crate::IGNORE_LABEL {
+            continue;
+        }
         let (x, y) = (*p == c, *t == c);
         inter += usize::from(x && y);
         a += usize::from(x);
@@ -316,12 +320,15 @@ pub fn hd95(pred: &Array3<bool>, truth: &Array3<bool>, spacing: [f64; 3]) -> Res
 }
 
 /// Dice per foreground class and mean HD95 (over classes where defined) of a prediction.
+/// Unannotated voxels ([`crate::IGNORE_LABEL`] in `truth`) are left out of the Dice, and a
+/// case that has any gets no HD95 (surface distances to a partial annotation mean nothing).
 pub fn score_case(
     pred: &Volume<u8>,
     truth: &Volume<u8>,
     classes: usize,
     with_hd95: bool,
 ) -> Result<(Vec<f64>, Option<f64>)> {
+    let with_hd95 = with_hd95 && !truth.data().iter().any(|v| *v == crate::IGNORE_LABEL);
     let mut dices = Vec::with_capacity(classes.saturating_sub(1));
     let mut hds = Vec::new();
     for c in 1..classes {
@@ -655,19 +662,23 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::Config("no training case".into()));
         }
+        let ignore = self.cfg.ignore_label;
         for c in train.iter().chain(val) {
-            if let Some(m) = c
-                .label
-                .data()
-                .iter()
-                .find(|l| **l as usize >= self.cfg.classes())
-            {
+            if let Some(m) = c.label.data().iter().find(|l| {
+                **l as usize >= self.cfg.classes() && !(ignore && **l == crate::IGNORE_LABEL)
+            }) {
                 return Err(TrainError::case(
                     &c.id,
-                    format!(
-                        "label {m} but only {} targets are configured",
-                        self.cfg.targets.len()
-                    ),
+                    if *m == crate::IGNORE_LABEL {
+                        "unannotated voxels (the ignore label 255) but the run's \
+                         train.ignore_label is off"
+                            .to_string()
+                    } else {
+                        format!(
+                            "label {m} but only {} targets are configured",
+                            self.cfg.targets.len()
+                        )
+                    },
                 ));
             }
         }
@@ -856,6 +867,38 @@ mod tests {
         lb[[2, 0, 0]] = 0;
         assert!((dice(&la, &lb, 1) - 2.0 * 24.0 / 49.0).abs() < 1e-12);
         assert_eq!(dice(&la, &la, 3), 1.0);
+    }
+
+    /// Sparse annotation: voxels the truth marks 255 count neither way, and such a case gets
+    /// no HD95.
+    #[test]
+    fn unannotated_voxels_are_left_out_of_validation_scores() {
+        // Truth: plane i = 2 is class 1, but planes i >= 4 are unannotated. The prediction
+        // adds class 1 on plane i = 5 (unannotated: not a false positive) and on plane i = 0
+        // (annotated background: a false positive).
+        let mut truth = Array3::from_shape_fn((8, 5, 5), |(i, _, _)| u8::from(i == 2));
+        truth
+            .slice_mut(ndarray::s![4.., .., ..])
+            .fill(crate::IGNORE_LABEL);
+        let mut pred = Array3::from_shape_fn((8, 5, 5), |(i, _, _)| u8::from(i == 2 || i == 5));
+        assert_eq!(dice(&pred, &truth, 1), 1.0);
+        pred.slice_mut(ndarray::s![0, .., ..]).fill(1);
+        assert!((dice(&pred, &truth, 1) - 2.0 * 25.0 / 75.0).abs() < 1e-12);
+        let g = Geometry::from_spacing([8, 5, 5], [1.0; 3]).unwrap();
+        let (p, t) = (
+            Volume::new(pred.clone(), g.clone()).unwrap(),
+            Volume::new(truth, g.clone()).unwrap(),
+        );
+        let (d, h) = score_case(&p, &t, 2, true).unwrap();
+        assert!((d[0] - 2.0 * 25.0 / 75.0).abs() < 1e-12);
+        assert_eq!(h, None);
+        // Fully annotated, the same prediction gets its HD95.
+        let full = Volume::new(
+            Array3::from_shape_fn((8, 5, 5), |(i, _, _)| u8::from(i == 2)),
+            g,
+        )
+        .unwrap();
+        assert!(score_case(&p, &full, 2, true).unwrap().1.is_some());
     }
 
     /// A scan stored LPS and the same scan stored RAS get the same prediction, voxel for

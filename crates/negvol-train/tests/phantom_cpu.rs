@@ -102,6 +102,71 @@ fn short_phantom_training_beats_the_dice_floor() {
     assert!(d > DICE_FLOOR, "held-out Dice {d} <= floor {DICE_FLOOR}");
 }
 
+/// Sparse annotation (nnU-Net's `ignore` label): only every third slice along k is
+/// annotated, the rest of each training label map is 255. With `ignore_label` the loss skips
+/// those voxels and the network still learns the condyle on a fully annotated held-out case;
+/// without it the run refuses the data.
+#[test]
+fn training_on_sparse_slices_with_the_ignore_label() {
+    let spacing = 1.2;
+    let sparse = |seed: u64| {
+        let mut c = phantom_case(seed, spacing);
+        c.label
+            .view_mut()
+            .indexed_iter_mut()
+            .filter(|((_, _, k), _)| k % 3 != 0)
+            .for_each(|(_, l)| *l = negvol_train::IGNORE_LABEL);
+        c
+    };
+    let train: Vec<Case> = (0..3).map(sparse).collect();
+    let held_out = phantom_case(100, spacing);
+    let mut run = run_config();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = build_trainer(&run, Device::Cpu)
+        .unwrap()
+        .fit(&train, &[], dir.path(), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("ignore_label"), "{refused}");
+    run.train.ignore_label = true;
+    let mut t = build_trainer(&run, Device::Cpu).unwrap();
+    let s = t
+        .fit(
+            &train,
+            std::slice::from_ref(&held_out),
+            dir.path(),
+            &mut Silent,
+        )
+        .unwrap();
+    let (first, last) = (
+        s.state.history[0].train_loss,
+        s.state.history.last().unwrap().train_loss,
+    );
+    assert!(
+        last.is_finite() && last < 0.7 * first,
+        "loss {first} -> {last}"
+    );
+    let m = LoadedModel::load(s.best.as_ref().unwrap(), Device::Cpu).unwrap();
+    assert_eq!(
+        m.model.loss.ignore_index,
+        Some(255),
+        "the checkpoint records the loss used"
+    );
+    let pred = m.predict(&held_out.image, None).unwrap();
+    let d = dice(pred.labels.data(), held_out.label.data(), 1);
+    eprintln!("sparse (1 slice in 3) training: held-out condyle Dice {d:.4}");
+    assert!(
+        d > SPARSE_DICE_FLOOR,
+        "held-out Dice {d} <= floor {SPARSE_DICE_FLOOR}"
+    );
+}
+
+/// Held-out Dice floor after training on one annotated slice in three (see the test):
+/// measured 0.857 on the shared 2-core box (debug profile, about 40 s), against 0.863 with every
+/// slice annotated and 0.783 when the unannotated voxels are taken as background instead of
+/// ignored, so the floor separates ignoring from not ignoring.
+const SPARSE_DICE_FLOOR: f64 = 0.80;
+
 #[test]
 fn cross_validation_trains_one_fresh_model_per_fold() {
     let cases: Vec<Case> = (0..4).map(|s| phantom_case(10 + s, 2.4)).collect(); // 16^3
