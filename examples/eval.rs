@@ -31,6 +31,10 @@
 //! `segment` applies it (`--postprocessing none` scores the raw argmax; `--postprocessing FILE`
 //! another plan).
 //!
+//! Cases whose label map leaves voxels unannotated (the ignore label, sparse annotation) are
+//! scored on the annotated voxels only: Dice and CE there, distances undefined
+//! (`negvol_metrics::table1_row_annotated`).
+//!
 //! Per structure: DICE (%), CE (mean per-voxel cross-entropy of the predicted foreground
 //! probability, nats), HD as the paper computes it (all foreground voxels, voxel units), and
 //! negvol's surface metrics in mm: HD, HD95, ASSD and NSD at `--tolerance-mm`; mean +- std over
@@ -50,7 +54,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use negvol::{nv_table_row, CleanupConfig, ComponentFilter, NvConfig};
-use negvol_metrics::{csv_table, markdown_table, table1_row, CaseRow, EvalOptions, Report};
+use negvol_metrics::{
+    csv_table, markdown_table, table1_row, table1_row_annotated, CaseRow, EvalOptions, Report,
+};
 use negvol_train::ensemble::{Ensemble, InferenceOverrides};
 use negvol_train::postprocess::{
     describe_filter, PostprocessingChoice, PostprocessingSearch, PLAN_FILE,
@@ -284,17 +290,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some((_, plan)) = &plan {
             plan.apply(&mut pred)?;
         }
+        // Sparse annotation: score the annotated voxels only (distances are undefined).
+        let annotated = case
+            .label
+            .data()
+            .iter()
+            .any(|v| *v == negvol_train::IGNORE_LABEL)
+            .then(|| case.label.data().mapv(|v| v != negvol_train::IGNORE_LABEL));
         for (t, name) in targets.iter().enumerate() {
             let cls = (t + 1) as u8;
             let truth = case.label.data().mapv(|v| v == cls);
             let mask = pred.labels.data().mapv(|v| v == cls);
-            let row = table1_row(
-                truth.view(),
-                mask.view(),
+            let (prob, spacing) = (
                 Some(pred.probabilities[t + 1].view()),
                 case.image.geometry().spacing(),
-                &opts,
-            )?;
+            );
+            let row = match &annotated {
+                None => table1_row(truth.view(), mask.view(), prob, spacing, &opts)?,
+                Some(a) => {
+                    table1_row_annotated(truth.view(), mask.view(), prob, a.view(), spacing, &opts)?
+                }
+            };
             eprintln!(
                 "{} {name}: Dice {}, HD95 {}",
                 c.id,

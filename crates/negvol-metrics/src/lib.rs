@@ -65,8 +65,8 @@ pub use overlap::{confusion, dice, overlap, ConfusionCounts, OverlapMetrics};
 pub use pair::{
     evaluate_labels, evaluate_pair, DistanceMetrics, EvalOptions, LabelMetrics, PairMetrics,
 };
-pub use probabilistic::{cross_entropy, cross_entropy_multiclass};
+pub use probabilistic::{cross_entropy, cross_entropy_masked, cross_entropy_multiclass};
 pub use report::{csv_table, CaseRow, Report, Summary};
 pub use surface::{BoundingBox, Connectivity};
-pub use table1::{markdown_table, table1_row, Table1Row};
+pub use table1::{markdown_table, table1_row, table1_row_annotated, Table1Row};
 pub use value::{MetricValue, Note};

@@ -39,31 +39,76 @@ pub fn cross_entropy(
     probability: ArrayView3<'_, f32>,
     reference: ArrayView3<'_, bool>,
 ) -> Result<f64> {
+    cross_entropy_over(probability, reference, None)
+}
+
+/// [`cross_entropy`] over the voxels where `annotated` is true only (sparse annotation): the
+/// mean of the per-voxel terms there. Every probability is still checked.
+///
+/// ```
+/// use ndarray::Array3;
+/// let p = Array3::from_shape_vec((1, 1, 3), vec![0.5f32, 0.9, 0.1]).unwrap();
+/// let r = Array3::from_shape_vec((1, 1, 3), vec![true, true, true]).unwrap();
+/// let a = Array3::from_shape_vec((1, 1, 3), vec![false, true, false]).unwrap();
+/// let ce = negvol_metrics::cross_entropy_masked(p.view(), r.view(), a.view())?;
+/// assert!((ce + 0.9f64.ln()).abs() < 1e-6);
+/// # Ok::<(), negvol_metrics::MetricsError>(())
+/// ```
+///
+/// # Errors
+/// As [`cross_entropy`]; [`MetricsError::EmptyMask`] when no voxel is annotated.
+pub fn cross_entropy_masked(
+    probability: ArrayView3<'_, f32>,
+    reference: ArrayView3<'_, bool>,
+    annotated: ArrayView3<'_, bool>,
+) -> Result<f64> {
+    cross_entropy_over(probability, reference, Some(annotated))
+}
+
+fn cross_entropy_over(
+    probability: ArrayView3<'_, f32>,
+    reference: ArrayView3<'_, bool>,
+    annotated: Option<ArrayView3<'_, bool>>,
+) -> Result<f64> {
     check_same_shape(reference.shape(), probability.shape())?;
+    if let Some(a) = &annotated {
+        check_same_shape(reference.shape(), a.shape())?;
+    }
     if reference.is_empty() {
         return Err(MetricsError::EmptyMask);
     }
     let p = probability.as_standard_layout();
     let r = reference.as_standard_layout();
+    let a = annotated.as_ref().map(|a| a.as_standard_layout());
     let (ps, rs) = (
         p.as_slice().expect("standard"),
         r.as_slice().expect("standard"),
     );
+    let av = a.as_ref().map(|a| a.as_slice().expect("standard"));
     use rayon::prelude::*;
-    let sum = ps
+    let (sum, n) = ps
         .par_iter()
         .zip(rs.par_iter())
         .enumerate()
         .map(|(i, (&pv, &y))| {
             let v = check_prob(pv, i)?;
-            Ok(-if y {
-                clamped_ln(v)
-            } else {
-                clamped_ln(1.0 - v)
-            })
+            if av.is_some_and(|a| !a[i]) {
+                return Ok((0.0, 0usize));
+            }
+            Ok((
+                -if y {
+                    clamped_ln(v)
+                } else {
+                    clamped_ln(1.0 - v)
+                },
+                1,
+            ))
         })
-        .try_reduce(|| 0.0, |a, b| Ok(a + b))?;
-    Ok(sum / ps.len() as f64)
+        .try_reduce(|| (0.0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1)))?;
+    if n == 0 {
+        return Err(MetricsError::EmptyMask);
+    }
+    Ok(sum / n as f64)
 }
 
 /// Multi-class CE score: `probabilities` has shape `[C, ni, nj, nk]`, `labels` holds class

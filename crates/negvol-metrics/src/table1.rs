@@ -274,6 +274,74 @@ pub fn table1_row(
     })
 }
 
+/// [`table1_row`] against a sparse annotation: only the voxels where `annotated` is true are
+/// scored (nnU-Net's `ignore` label marks the others). Dice and the volumes count annotated
+/// voxels only and the CE score averages over them ([`crate::cross_entropy_masked`]); every
+/// distance (the paper's HD, HD, HDp, ASSD, NSD) is undefined with
+/// [`Note::PartialAnnotation`], since a surface may run through unannotated voxels. When
+/// every voxel is annotated this is exactly [`table1_row`].
+///
+/// ```
+/// use ndarray::{s, Array3};
+/// use negvol_metrics::{table1_row_annotated, EvalOptions, Note};
+///
+/// // Reference: a slab i = 2; the prediction also marks i = 5, which nobody annotated.
+/// let r = Array3::from_shape_fn((8, 4, 4), |(i, _, _)| i == 2);
+/// let p = Array3::from_shape_fn((8, 4, 4), |(i, _, _)| i == 2 || i == 5);
+/// let annotated = Array3::from_shape_fn((8, 4, 4), |(i, _, _)| i < 4);
+/// let row = table1_row_annotated(r.view(), p.view(), None, annotated.view(), [1.0; 3], &EvalOptions::default())?;
+/// assert_eq!(row.dice.get(), Some(1.0));
+/// assert_eq!(row.hd_percentile_mm.note, Some(Note::PartialAnnotation));
+/// assert_eq!(row.prediction_volume_mm3, 16.0);
+/// # Ok::<(), negvol_metrics::MetricsError>(())
+/// ```
+///
+/// # Errors
+/// As [`table1_row`], and a shape mismatch of `annotated`; [`crate::MetricsError::EmptyMask`]
+/// for the CE score when nothing is annotated.
+pub fn table1_row_annotated(
+    reference: ArrayView3<'_, bool>,
+    prediction: ArrayView3<'_, bool>,
+    probability: Option<ArrayView3<'_, f32>>,
+    annotated: ArrayView3<'_, bool>,
+    spacing: [f64; 3],
+    options: &EvalOptions,
+) -> Result<Table1Row> {
+    crate::overlap::check_same_shape(reference.shape(), annotated.shape())?;
+    if annotated.iter().all(|a| *a) {
+        return table1_row(reference, prediction, probability, spacing, options);
+    }
+    crate::overlap::check_same_shape(reference.shape(), prediction.shape())?;
+    let keep = |m: ArrayView3<'_, bool>| {
+        ndarray::Zip::from(&m)
+            .and(&annotated)
+            .map_collect(|v, a| *v && *a)
+    };
+    let (r, p) = (keep(reference), keep(prediction));
+    let counts = crate::overlap::confusion(r.view(), p.view())?;
+    let voxel_mm3 = spacing.iter().product::<f64>();
+    let ce = match probability {
+        Some(prob) => MetricValue::defined(crate::probabilistic::cross_entropy_masked(
+            prob, reference, annotated,
+        )?),
+        None => MetricValue::undefined(Note::NoProbability),
+    };
+    let partial = MetricValue::undefined(Note::PartialAnnotation);
+    Ok(Table1Row {
+        dice: counts.dice(),
+        ce,
+        hd_paper_voxels: partial,
+        hd_mm: partial,
+        hd_percentile_mm: partial,
+        assd_mm: partial,
+        nsd: partial,
+        percentile: options.percentile,
+        tolerance_mm: options.tolerance_mm,
+        reference_volume_mm3: (counts.tp + counts.fn_) as f64 * voxel_mm3,
+        prediction_volume_mm3: (counts.tp + counts.fp) as f64 * voxel_mm3,
+    })
+}
+
 /// Position of a metric in the Table 1 column order (then the name breaks ties).
 fn column_rank(name: &str) -> (u8, f64) {
     let param = |prefix: &str, suffix: &str| {
@@ -373,6 +441,76 @@ mod tests {
     use super::*;
     use approx::assert_relative_eq;
     use ndarray::{s, Array3};
+
+    #[test]
+    fn sparse_annotation_scores_annotated_voxels_only() {
+        let r = cube([2, 2, 2], 4);
+        let mut p = cube([3, 2, 2], 4);
+        p[[14, 14, 20]] = true; // outside the annotated part
+        let prob = p.mapv(|v| if v { 0.8f32 } else { 0.1 });
+        // Everything annotated: exactly table1_row.
+        let all = Array3::from_elem(r.raw_dim(), true);
+        let o = EvalOptions::default();
+        assert_eq!(
+            table1_row_annotated(
+                r.view(),
+                p.view(),
+                Some(prob.view()),
+                all.view(),
+                [0.5; 3],
+                &o
+            )
+            .unwrap(),
+            table1_row(r.view(), p.view(), Some(prob.view()), [0.5; 3], &o).unwrap()
+        );
+        // Only i < 10 annotated: the stray voxel does not count.
+        let ann = Array3::from_shape_fn(r.raw_dim(), |(i, _, _)| i < 10);
+        let row = table1_row_annotated(
+            r.view(),
+            p.view(),
+            Some(prob.view()),
+            ann.view(),
+            [0.5; 3],
+            &o,
+        )
+        .unwrap();
+        // Cubes of 64 voxels shifted by one along i: 48 in common.
+        assert_relative_eq!(row.dice.get().unwrap(), 2.0 * 48.0 / 128.0);
+        assert_relative_eq!(row.prediction_volume_mm3, 64.0 * 0.125);
+        assert_relative_eq!(row.reference_volume_mm3, 64.0 * 0.125);
+        // CE over the annotated voxels, by hand.
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for ((idx, &y), &pv) in r.indexed_iter().zip(prob.iter()) {
+            if idx.0 < 10 {
+                let v = pv as f64;
+                sum -= if y { v.ln() } else { (1.0 - v).ln() };
+                n += 1;
+            }
+        }
+        assert_relative_eq!(row.ce.get().unwrap(), sum / n as f64, max_relative = 1e-12);
+        for d in [
+            row.hd_mm,
+            row.hd_percentile_mm,
+            row.assd_mm,
+            row.nsd,
+            row.hd_paper_voxels,
+        ] {
+            assert_eq!(d, MetricValue::undefined(Note::PartialAnnotation));
+        }
+        // Nothing annotated: CE has no voxel to average over.
+        let none = Array3::from_elem(r.raw_dim(), false);
+        assert!(table1_row_annotated(
+            r.view(),
+            p.view(),
+            Some(prob.view()),
+            none.view(),
+            [0.5; 3],
+            &o
+        )
+        .is_err());
+        let bad = Array3::from_elem([2, 2, 2], true);
+        assert!(table1_row_annotated(r.view(), p.view(), None, bad.view(), [0.5; 3], &o).is_err());
+    }
 
     /// An `n`-voxel cube at `at` in a 16 x 16 x 24 array.
     fn cube(at: [usize; 3], n: usize) -> Array3<bool> {

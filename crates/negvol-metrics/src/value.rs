@@ -18,6 +18,11 @@ pub enum Note {
     /// No predicted probability map was given, so a probabilistic score (the CE score of
     /// [`crate::table1::table1_row`]) is undefined.
     NoProbability,
+    /// The reference annotates only part of the volume (sparse annotation, nnU-Net's
+    /// `ignore` label): distances between surfaces are undefined, because a structure's
+    /// surface may run through voxels nobody annotated
+    /// ([`crate::table1::table1_row_annotated`]).
+    PartialAnnotation,
 }
 
 /// A metric value: `value` is `None` when the metric is undefined, and `note` says why (or why

@@ -391,7 +391,9 @@ impl PostprocessingSearch {
     }
 
     /// Scores one case: `truth` and `predicted` are label maps on the same grid (class
-    /// `t + 1` = target `t`; other values are ignored).
+    /// `t + 1` = target `t`; other values are background). Voxels the truth leaves
+    /// unannotated ([`crate::IGNORE_LABEL`]) are left out of every Dice, after the filters
+    /// have seen the whole prediction.
     ///
     /// # Errors
     /// [`TrainError::Config`] when the shapes differ (nothing is recorded then).
@@ -412,11 +414,11 @@ impl PostprocessingSearch {
             let class = (t + 1) as u8;
             let reference = truth.mapv(|v| v == class);
             let mask = predicted.mapv(|v| v == class);
-            let mut row = vec![dice_of(&reference, &mask)?];
+            let mut row = vec![dice_of(&reference, &mask, truth)?];
             for f in &self.candidates {
                 let mut m = mask.clone();
                 keep_largest_components(&mut m, f)?;
-                row.push(dice_of(&reference, &m)?);
+                row.push(dice_of(&reference, &m, truth)?);
             }
             scores.push(row);
         }
@@ -478,7 +480,21 @@ impl PostprocessingSearch {
     }
 }
 
-fn dice_of(reference: &Array3<bool>, mask: &Array3<bool>) -> Result<f64> {
+/// Dice of `mask` against `reference` over the voxels `truth` annotates.
+fn dice_of(
+    reference: &Array3<bool>,
+    mask: &Array3<bool>,
+    truth: ArrayView3<'_, u8>,
+) -> Result<f64> {
+    let annotated;
+    let mask = if truth.iter().any(|v| *v == crate::IGNORE_LABEL) {
+        annotated = ndarray::Zip::from(mask)
+            .and(&truth)
+            .map_collect(|m, t| *m && *t != crate::IGNORE_LABEL);
+        &annotated
+    } else {
+        mask
+    };
     let d = negvol_metrics::dice(reference.view(), mask.view())
         .map_err(|e| TrainError::Config(format!("post-processing search: {e}")))?;
     // Dice is always defined (both empty: 1 by convention).
@@ -690,6 +706,20 @@ mod tests {
             PostprocessingPlan::load(&b.join(PLAN_FILE)),
             Err(TrainError::Config(m)) if m.contains("max_components")
         ));
+    }
+
+    #[test]
+    fn unannotated_voxels_do_not_count() {
+        // The stray voxel lies where nobody annotated: no false positive, nothing to gain.
+        let mut truth = scene(&[([1, 1, 1], 3, 1)]);
+        truth.slice_mut(s![12.., .., ..]).fill(crate::IGNORE_LABEL);
+        let mut pred = scene(&[([1, 1, 1], 3, 1)]);
+        pred[[14, 14, 14]] = 1;
+        let mut s = search(&["mc"]);
+        s.add_case(truth.view(), pred.view()).unwrap();
+        let mc = &s.finish("sparse").unwrap().targets[0];
+        assert!(mc.candidates.iter().all(|c| c.mean_dice == 1.0));
+        assert_eq!(mc.keep_largest, None);
     }
 
     #[test]
