@@ -439,6 +439,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.input_data.display()
     );
     let cases = spec.load(&run.train.targets)?;
+    // Sparse annotation: voxels a label map leaves unannotated are ignored by the loss.
+    let sparse = cases
+        .iter()
+        .filter(|c| {
+            c.label
+                .data()
+                .iter()
+                .any(|v| *v == negvol_train::IGNORE_LABEL)
+        })
+        .count();
+    if sparse > 0 && !run.train.ignore_label {
+        eprintln!(
+            "{sparse} of {} cases leave voxels unannotated (ignore label): the loss ignores them",
+            cases.len()
+        );
+        run.train.ignore_label = true;
+    }
     eprintln!(
         "{} on {:?}: {} {}, patch {:?} x{}, {} epochs x {} batches",
         run.model.net.arch(),

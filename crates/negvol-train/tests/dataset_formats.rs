@@ -35,6 +35,64 @@ fn assert_same_cases(a: &[Case], b: &[Case], what: &str) {
     }
 }
 
+/// Sparse annotation: an `ignore` mask beside the targets marks unannotated voxels 255 where
+/// no target claims them; the nnU-Net export declares it as the `ignore` label (the highest
+/// value) and reads back as the same label maps; `ignore` is never a target.
+#[test]
+fn sparse_annotation_round_trips_through_the_nnunet_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = phantoms(&dir.path().join("ph"), 2);
+    let t = targets(&["mc", "tb"]);
+    let dense = spec.load(&t).unwrap();
+    // Case 0: only every third k-slice is annotated.
+    let g = dense[0].image.geometry().clone();
+    let s = g.shape();
+    let unannotated =
+        ndarray::Array3::from_shape_fn((s[0], s[1], s[2]), |(_, _, k)| u8::from(k % 3 != 0));
+    let path = dir.path().join("ignore.nii.gz");
+    write_nifti_as(
+        &path,
+        &Volume::new(unannotated.clone(), g).unwrap(),
+        NiftiDtype::U8,
+    )
+    .unwrap();
+    spec.cases[0]
+        .labels
+        .insert("ignore".into(), LabelSource::Mask(path));
+    assert_eq!(spec.common_targets(), targets(&["mc", "nv", "tb"]));
+    let sparse = spec.load(&t).unwrap();
+    let (d, s0) = (dense[0].label.data(), sparse[0].label.data());
+    let mut ignored = 0;
+    for ((x, y), u) in d.iter().zip(s0.iter()).zip(unannotated.iter()) {
+        if *u == 1 && *x == 0 {
+            assert_eq!(*y, negvol_train::IGNORE_LABEL);
+            ignored += 1;
+        } else {
+            assert_eq!(x, y, "annotated voxels and target voxels keep their class");
+        }
+    }
+    assert!(ignored > 0);
+    assert_eq!(sparse[1].label.data(), dense[1].label.data());
+    let e = spec
+        .load(&targets(&["mc", "ignore"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a structure to segment"), "{e}");
+
+    let out = dir.path().join("D");
+    let mut o = NnUnetExport::new(t.clone());
+    o.folds = None;
+    let r = export_nnunet(&spec, &out, &o).unwrap();
+    assert_eq!(r.labels.last().unwrap(), &("ignore".to_string(), 3));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(manifest["labels"]["ignore"], 3);
+    let stored = read_nifti::<u8>(out.join("labelsTr/case_000.nii.gz")).unwrap();
+    assert!(stored.data().iter().any(|v| *v == 3) && stored.data().iter().all(|v| *v <= 3));
+    let back = DatasetSpec::open(&out).unwrap().load(&t).unwrap();
+    assert_same_cases(&sparse, &back, "sparse nnU-Net export");
+}
+
 #[test]
 fn phantom_manifest_lists_its_three_masks_not_the_label_map() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,8 +278,6 @@ fn bad_nnunet_datasets_are_clear_errors() {
     assert!(e.contains("2 input channels"), "{e}");
     let e = err(with(&|v| v["file_ending"] = ".mha".into()));
     assert!(e.contains(".mha"), "{e}");
-    let e = err(with(&|v| v["labels"]["ignore"] = 3.into()));
-    assert!(e.contains("ignore"), "{e}");
     let e = err(with(&|v| v["numTraining"] = 5.into()));
     assert!(e.contains("numTraining is 5"), "{e}");
     // Label map holds a value (2 = tb) that the declaration no longer lists.

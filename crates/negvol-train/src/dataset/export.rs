@@ -4,7 +4,9 @@
 //! ```text
 //! out/dataset.json          channel_names {"0": "CT"}, labels {"background": 0, t: i + 1}, ...
 //! out/imagesTr/<case>_0000.nii.gz   the image (its stored datatype kept; DICOM as f32 HU)
-//! out/labelsTr/<case>.nii.gz        u8 label map: target i -> i + 1 (later targets win overlaps)
+//! out/labelsTr/<case>.nii.gz        u8 label map: target i -> i + 1 (later targets win overlaps);
+//!                                   unannotated voxels (sparse annotation) -> T + 1, declared
+//!                                   as nnU-Net's "ignore" label (the highest value)
 //! out/splits_final.json     [{"train": [...], "val": [...]}, ...]: negvol's k folds by patient
 //! ```
 //!
@@ -124,11 +126,20 @@ pub fn export_nnunet(
         std::fs::create_dir_all(d).map_err(|e| TrainError::io(d, e))?;
     }
     // Every case is attempted; the error reported is the first failing case in order.
-    let written: Vec<Result<()>> = spec
+    // nnU-Net's ignore label is the highest value: after the targets.
+    let ignore_value = options.targets.len() as u8 + 1;
+    let written: Vec<Result<bool>> = spec
         .cases
         .par_iter()
-        .map(|c| -> Result<()> {
-            let case = load_case(c, &options.targets)?;
+        .map(|c| -> Result<bool> {
+            let mut case = load_case(c, &options.targets)?;
+            let mut sparse = false;
+            case.label.view_mut().iter_mut().for_each(|l| {
+                if *l == crate::IGNORE_LABEL {
+                    *l = ignore_value;
+                    sparse = true;
+                }
+            });
             let vol = |what: &str, source| TrainError::Volume {
                 context: format!("case {}: writing the {what}", c.id),
                 source,
@@ -146,10 +157,15 @@ pub fn export_nnunet(
                 &case.label,
                 negvol_volume::NiftiDtype::U8,
             )
-            .map_err(|e| vol("label map", e))
+            .map_err(|e| vol("label map", e))?;
+            Ok(sparse)
         })
         .collect();
-    written.into_iter().collect::<Result<Vec<()>>>()?;
+    let sparse = written
+        .into_iter()
+        .collect::<Result<Vec<bool>>>()?
+        .into_iter()
+        .any(|s| s);
     let ids = |idx: &[usize]| idx.iter().map(|&i| spec.cases[i].id.clone()).collect();
     if !splits.is_empty() {
         let folds: Vec<Split> = splits
@@ -169,6 +185,9 @@ pub fn export_nnunet(
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32 + 1)),
     );
+    if sparse {
+        label_table.push((super::IGNORE_STRUCTURE.to_string(), u32::from(ignore_value)));
+    }
     let labels_json: serde_json::Map<String, serde_json::Value> = label_table
         .iter()
         .map(|(n, v)| (n.clone(), serde_json::Value::from(*v)))

@@ -12,8 +12,8 @@
 //! `{"<case>": {"images": [...], "label": ...}}` (relative paths against the dataset folder).
 //! negvol networks take one input channel and read NIfTI, so `channel_names` must have one
 //! entry and `file_ending` must be `.nii.gz` or `.nii`. The `ignore` label (nnU-Net's sparse
-//! annotation) is refused: its voxels are unannotated, and training them as background would
-//! be silently wrong.
+//! annotation) becomes the [`super::IGNORE_STRUCTURE`] of every case: its voxels are
+//! unannotated ([`crate::IGNORE_LABEL`] in the loaded label map), not background.
 //!
 //! **Decathlon** (and nnU-Net v1): `dataset.json` with `modality` (one entry), `labels`
 //! (value -> name, `"0": "background"`) and `training`: `[{"image": ..., "label": ...}]`,
@@ -85,13 +85,6 @@ fn nnunet_labels(labels: &Value) -> std::result::Result<Declared, String> {
         };
         if values.is_empty() {
             return Err(format!("label {name:?} has no value"));
-        }
-        if name == "ignore" {
-            return Err(
-                "declares nnU-Net's \"ignore\" label (sparse annotation), which negvol \
-                        cannot train with: its voxels would count as background"
-                    .into(),
-            );
         }
         declared.extend(values.iter().copied());
         if name != "background" && values != [0] {

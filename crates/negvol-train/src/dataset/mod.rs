@@ -53,6 +53,12 @@ use crate::{Result, TrainError};
 /// Largest difference (mm) allowed between the affines of an image and its masks.
 pub const GEOMETRY_TOLERANCE_MM: f64 = 1e-3;
 
+/// The structure name of a case's unannotated voxels (sparse annotation; nnU-Net's `ignore`
+/// label): an `ignore.nii.gz` mask in a case folder, an `"ignore"` entry of a manifest's
+/// `labels`, or the `ignore` label of an nnU-Net v2 dataset. [`load_case`] gives its voxels
+/// [`crate::IGNORE_LABEL`] where no target claims them; it is never a target.
+pub const IGNORE_STRUCTURE: &str = "ignore";
+
 /// Where one case's files are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseSpec {
@@ -91,7 +97,8 @@ pub struct Case {
     pub patient: String,
     /// The image (raw intensities, e.g. HU).
     pub image: Volume<f32>,
-    /// Label map: 0 background, `t + 1` for target `t`.
+    /// Label map: 0 background, `t + 1` for target `t`, [`crate::IGNORE_LABEL`] where the
+    /// case leaves voxels unannotated ([`IGNORE_STRUCTURE`]).
     pub label: Volume<u8>,
 }
 
@@ -364,13 +371,18 @@ impl DatasetSpec {
         }
     }
 
-    /// The structure names every case has a label for (sorted).
+    /// The structure names every case has a label for (sorted), [`IGNORE_STRUCTURE`] left out.
     pub fn common_targets(&self) -> Vec<String> {
         let mut it = self.cases.iter();
         let Some(first) = it.next() else {
             return Vec::new();
         };
-        let mut names: Vec<String> = first.labels.keys().cloned().collect();
+        let mut names: Vec<String> = first
+            .labels
+            .keys()
+            .filter(|n| *n != IGNORE_STRUCTURE)
+            .cloned()
+            .collect();
         for c in it {
             names.retain(|n| c.labels.contains_key(n));
         }
@@ -669,17 +681,40 @@ impl CaseSpec {
 
 /// Load one case: the image and a label map built from `targets` (see the module docs).
 /// An empty `targets` loads the image with an all-background label map.
+/// Where the case has an [`IGNORE_STRUCTURE`], its voxels that no target claims become
+/// [`crate::IGNORE_LABEL`].
 pub fn load_case(spec: &CaseSpec, targets: &[String]) -> Result<Case> {
+    if targets.iter().any(|t| t == IGNORE_STRUCTURE) {
+        return Err(TrainError::case(
+            &spec.id,
+            "\"ignore\" marks unannotated voxels; it is not a structure to segment",
+        ));
+    }
     let image = read_image(&spec.id, &spec.image)?;
     let mut cache = label::LabelMapCache::default();
+    let mut read = |source| {
+        label::read_label(source, image.geometry(), GEOMETRY_TOLERANCE_MM, &mut cache)
+            .map_err(|m| TrainError::case(&spec.id, m))
+    };
     let mut masks = Vec::with_capacity(targets.len());
     for t in targets {
-        let source = spec.label(t)?;
-        let m = label::read_label(source, image.geometry(), GEOMETRY_TOLERANCE_MM, &mut cache)
-            .map_err(|m| TrainError::case(&spec.id, m))?;
-        masks.push(m);
+        masks.push(read(spec.label(t)?)?);
     }
-    assemble(&spec.id, spec.patient_id(), image, &masks)
+    let ignore = match (targets.is_empty(), spec.labels.get(IGNORE_STRUCTURE)) {
+        (false, Some(source)) => Some(read(source)?),
+        _ => None,
+    };
+    let mut case = assemble(&spec.id, spec.patient_id(), image, &masks)?;
+    if let Some(ignore) = ignore {
+        ndarray::Zip::from(case.label.view_mut())
+            .and(ignore.data())
+            .for_each(|l, i| {
+                if *i && *l == 0 {
+                    *l = crate::IGNORE_LABEL;
+                }
+            });
+    }
+    Ok(case)
 }
 
 /// Assemble a case from an image and named binary masks (given as numbers, checked to be
