@@ -6,7 +6,10 @@
 //! (`negvol::clean_predicted_masks`: drop MC components resting on TB, `--no-condyle-check` to
 //! skip; then keep the largest components of each, `--keep-largest`, default 2) -> give voxels
 //! claimed by both to the more confident model (`negvol::resolve_overlap_by_score`) -> step C
-//! (`--refine`) -> NV (`--nv-config`) -> outputs (and scores with `--truth`).
+//! (`--refine`) -> NV (`--nv-config`) -> outputs (and scores with `--truth`). A model folder's
+//! `postprocessing.json` (chosen on its cross-validation crops, see `eval
+//! --determine-postprocessing`) is reported but not applied: this clean-up is made for scans
+//! with one or two joints, where a plan's "keep one component" would erase a joint.
 //!
 //! ```text
 //! cargo run --release --example pipeline -- --image ct.nii.gz \
@@ -251,6 +254,14 @@ fn load_models(
     let e = Ensemble::load(paths, device)?;
     if e.members().len() > 1 {
         println!("{what}: {}", e.describe_members());
+    }
+    if let Some((plan, p)) = negvol_train::postprocess::find_plan(paths)? {
+        println!(
+            "{what}: {} ({}) is not applied here: the pipeline cleans its masks for one or two \
+             joints (--keep-largest, the condyle check)",
+            plan.display(),
+            p.describe()
+        );
     }
     Ok(e)
 }
