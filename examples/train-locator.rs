@@ -6,7 +6,10 @@
 //!     [--joint-label mc] [--centre-label nv] [--coarse-spacing 3] [--epochs 40] [--max-minutes 5]
 //! ```
 //! Writes `OUT/locator.json` (atlas, settings, checkpoint path) and the heatmap network's
-//! checkpoints under `OUT/net/`. `--no-network` makes a prior-only locator (the atlas alone);
+//! checkpoints under `OUT/net/`. The network is trained, and later run, on coarse grids
+//! reoriented to RAS (`LocatorTrainConfig::orientation`; `"orientation": null` in `--config`
+//! keeps each scan's stored voxel order, as locators did before), so the cases may be stored
+//! in any orientation and the locator works on CTs stored in any other. `--no-network` makes a prior-only locator (the atlas alone);
 //! `--config FILE` reads a full `negvol_train::locate::LocatorTrainConfig` (flags given
 //! explicitly still override it).
 
@@ -117,13 +120,18 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = std::time::Instant::now();
     let cases = DatasetSpec::open(&a.input_data)?.load(&names)?;
     println!(
-        "{} cases from {} ({:.1} s); joint = {:?}, centre = {:?}, coarse {} mm",
+        "{} cases from {} ({:.1} s); joint = {:?}, centre = {:?}, coarse {} mm in {}",
         cases.len(),
         a.input_data.display(),
         t0.elapsed().as_secs_f64(),
         cfg.joint_labels,
         cfg.centre_label,
-        cfg.coarse_spacing_mm
+        cfg.coarse_spacing_mm,
+        cfg.orientation
+            .as_deref()
+            .map_or("stored voxel order".to_string(), |o| format!(
+                "{o} orientation"
+            ))
     );
     let t1 = std::time::Instant::now();
     let out = train_locator(&cases, &names, &cfg, &a.out, device, &mut Progress)?;

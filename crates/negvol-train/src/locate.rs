@@ -7,9 +7,10 @@
 //!
 //! 1. **Coarse grid** ([`coarse_geometry`], [`downsample`], [`downsample_fraction`]): the CT is
 //!    box-averaged onto a grid of `coarse_spacing_mm` voxels (default 3 mm: a 686^3 CT at 0.4 mm
-//!    becomes 92^3) laid over the same field of view with the same axis directions. Every fine
-//!    voxel falls in exactly one coarse voxel, so a mask becomes its *fraction* per coarse voxel
-//!    and nothing aliases. Non-finite CT voxels are left out of the averages.
+//!    becomes 92^3) laid over the same field of view, with the axes of the locator's *frame*
+//!    (RAS, see [Orientation](#orientation)). Every fine voxel falls in exactly one coarse voxel,
+//!    so a mask becomes its *fraction* per coarse voxel and nothing aliases. Non-finite CT
+//!    voxels are left out of the averages.
 //! 2. **Atlas** ([`Atlas`]): the mean of the training joint masks (the union of
 //!    [`LocatorTrainConfig::joint_labels`], default the condyle `mc`) on a fixed grid
 //!    (default 32^3) spanning each case's field of view in *normalised world-aligned*
@@ -23,8 +24,8 @@
 //!    label it is zero and the VOI is centred on the located component.
 //! 3. **Heatmap network**: a small negvol network (default a 3-level `unet3d` with 8-32
 //!    features) trained by the crate's own [`Trainer`](crate::Trainer) on coarse copies of the
-//!    training cases ([`coarse_cases`]; label 1 = coarse voxels at least half covered by the
-//!    joint mask), predicting the joint probability `p` on the coarse grid.
+//!    training cases in the locator's frame ([`coarse_cases`]; label 1 = coarse voxels at least
+//!    half covered by the joint mask), predicting the joint probability `p` on the coarse grid.
 //! 4. **Locate** ([`locate_joints`], [`joints_from_posterior`]): the posterior on the coarse
 //!    grid is
 //!    - with a network and an atlas: `p * (1 - w + w * prior / max(atlas))`, `w` =
@@ -47,9 +48,11 @@
 //!    (default 2) are kept, or with `per_side` the heaviest on each
 //!    side of the field of view's mid-sagittal plane (world x of the grid's centre; patient left
 //!    is world `-x`). The centroid plus the atlas's centre offset is the joint centre (world mm);
-//!    the VOI is a box of `voi_mm` (per image index axis; default the paper's 120 x 150 x 70
-//!    voxels at 0.4 mm = 48 x 60 x 28 mm) centred on it, shifted to lie inside the volume (its
-//!    size is kept, except along an axis shorter than the box, which the VOI then spans).
+//!    the VOI is a box of the CT's own grid, `voi_mm` along the world axes x, y, z (default the
+//!    paper's 120 x 150 x 70 voxels at 0.4 mm = 48 x 60 x 28 mm; index axis `a` of the CT gets
+//!    the extent of the world axis it runs along), centred on it, shifted to lie inside the
+//!    volume (its size is kept, except along an axis shorter than the box, which the VOI then
+//!    spans).
 //!
 //! Nothing above the threshold gives an **empty list**, not an error: a scan may simply not
 //! show a joint; callers that need one (the `pipeline` example) turn that into an error.
@@ -59,6 +62,28 @@
 //! A [`Locator`] bundles the atlas, the settings and the network checkpoint; its JSON
 //! ([`LocatorSpec`]) is written atomically and names the checkpoint relative to itself
 //! ([`train_locator`] writes `OUT/locator.json` and the checkpoint under `OUT/net/`).
+//!
+//! # Orientation
+//!
+//! A CT may be stored in any voxel order: RAS (many NIfTI files), LPS (DICOM axial series),
+//! PSL or ASL (sagittal stacks), ... The atlas, the component centroids, the sides and the
+//! centre offset are world quantities and never depended on it, but a network sees voxel
+//! axes: trained on RAS-stored scans, it would see a PSL-stored one with its axes permuted
+//! and flipped. So a locator works in one *frame*, [`LocatorSpec::orientation`] (`"RAS"`
+//! for every locator trained since it exists, [`LOCATOR_ORIENTATION`]): the coarse grid is
+//! laid over the field of view with the frame's axes ([`coarse_geometry`]: the fine grid
+//! reoriented exactly, i.e. its axes permuted and flipped with no interpolation, then
+//! coarsened; the box average reads the CT in its stored order and makes no copy), the
+//! heatmap network is trained and run on coarse grids in that frame, and the posterior, its
+//! components and centroids live there too. Exact reorientation keeps every voxel's world
+//! position, so two storage orders of the same scan give the same coarse grid, the same
+//! posterior and the same joint centres (up to float rounding). The VOI is then cut from the
+//! CT in its own stored order, with [`LocateConfig::voi_mm`] along world axes.
+//!
+//! Locator files written before (no `orientation` key) read `None`, the stored voxel order
+//! their network was trained in, and locate as before; they were only used on scans whose
+//! index axis `a` runs along world axis `a` (RAS-, LAS-, LPS-stored), where the world-axis
+//! `voi_mm` gives the very same VOI as the per-index-axis `voi_mm` of that time.
 //!
 //! Prior-only location on an analytic volume (a bright ball at a known place; the atlas is
 //! fitted from the ball's own mask, so the located centre is the ball's centre):
@@ -78,7 +103,7 @@
 //! let atlas = Atlas::fit(&[(&g, &mask)], [20, 15, 10], 0.0)?;
 //! let ct = mask.map(|m| -1000.0 + 2000.0 * m);
 //! let cfg = LocateConfig { voi_mm: [20.0, 20.0, 10.0], ..LocateConfig::default() };
-//! let joints = locate_joints(&ct, Some(&atlas), None, 2.0, &cfg)?;
+//! let joints = locate_joints(&ct, Some(&atlas), None, 2.0, Some("RAS"), &cfg)?;
 //! assert_eq!(joints.len(), 1);
 //! assert!((joints[0].center_mm[0] - 12.0).abs() < 1.0);
 //! assert_eq!(joints[0].voi_size, [20, 20, 10]);
@@ -90,7 +115,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, ArrayView3, ArrayViewMut3, Axis};
 use negvol_metrics::components::label_components;
 use negvol_metrics::Connectivity;
-use negvol_volume::{Geometry, Volume};
+use negvol_volume::{AxisTransform, Geometry, Volume};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -109,6 +134,9 @@ use crate::{Result, TrainConfig, TrainError, ValidationConfig};
 /// Version of the locator JSON written by [`LocatorSpec::save`].
 pub const LOCATOR_FORMAT_VERSION: u32 = 1;
 
+/// The frame new locators work in ([`LocatorTrainConfig::orientation`]'s default).
+pub const LOCATOR_ORIENTATION: &str = "RAS";
+
 /// The name of the heatmap network's one target.
 pub const JOINT_TARGET: &str = "joint";
 
@@ -118,6 +146,16 @@ pub const COARSE_LABEL_FRACTION: f32 = 0.5;
 
 fn locate_err(m: impl Into<String>) -> TrainError {
     TrainError::Locate(m.into())
+}
+
+/// An orientation code (if any) must parse.
+fn check_orientation(orientation: Option<&str>) -> Result<()> {
+    match orientation {
+        Some(code) => negvol_volume::parse_orientation_code(code)
+            .map(|_| ())
+            .map_err(|e| TrainError::Config(format!("locator orientation: {e}"))),
+        None => Ok(()),
+    }
 }
 
 fn vol_err(context: impl Into<String>) -> impl FnOnce(negvol_volume::VolumeError) -> TrainError {
@@ -136,17 +174,37 @@ fn coarse_factors(g: &Geometry, spacing_mm: f64) -> [f64; 3] {
     [0, 1, 2].map(|a| (spacing_mm / s[a]).max(1.0))
 }
 
+/// `g` in the frame `orientation` (an orientation code such as `"RAS"`; `None`: the stored
+/// voxel order itself) and the axis transform from the stored order to it.
+fn framed(g: &Geometry, orientation: Option<&str>) -> Result<(AxisTransform, Geometry)> {
+    let Some(code) = orientation else {
+        return Ok((AxisTransform::IDENTITY, g.clone()));
+    };
+    let context = || format!("locator frame {code:?} of a grid of shape {:?}", g.shape());
+    let t = AxisTransform::to_code(g, code).map_err(vol_err(context()))?;
+    let fg = t.apply_geometry(g).map_err(vol_err(context()))?;
+    Ok((t, fg))
+}
+
 /// The coarse grid of `spacing_mm` (at least the fine spacing per axis) over the field of view
-/// of `g`: same axis directions; coarse voxel `c` covers the fine voxels `i` with
-/// `floor((i + 0.5) / f) = c`, `f` = coarse / fine spacing, and its centre sits at fine index
-/// `(c + 0.5) f - 0.5`. The shape is `ceil(n / f)`, so the coarse grid covers the fine one.
-pub fn coarse_geometry(g: &Geometry, spacing_mm: f64) -> Result<Geometry> {
+/// of `g`, with the voxel axes of the frame `orientation` (see the module documentation): `g`
+/// is first reoriented exactly to `orientation` (`None`: kept in its stored order), and on that
+/// grid, fine voxel `i` falls in coarse voxel `c = floor((i + 0.5) / f)`, `f` = coarse / fine
+/// spacing, whose centre sits at fine index `(c + 0.5) f - 0.5`. The shape is `ceil(n / f)`, so
+/// the coarse grid covers the fine one. Two storage orders of the same scan have the same
+/// coarse grid in a given frame (with `None`, each has its own).
+pub fn coarse_geometry(
+    g: &Geometry,
+    spacing_mm: f64,
+    orientation: Option<&str>,
+) -> Result<Geometry> {
     if !(spacing_mm.is_finite() && spacing_mm > 0.0) {
         return Err(TrainError::Config(format!(
             "coarse spacing {spacing_mm} mm must be finite and > 0"
         )));
     }
-    let f = coarse_factors(g, spacing_mm);
+    let (_, g) = framed(g, orientation)?;
+    let f = coarse_factors(&g, spacing_mm);
     let n = g.shape();
     let shape = [0, 1, 2].map(|a| ((n[a] as f64 / f[a]).ceil() as usize).max(1));
     let origin = g.voxel_to_world([0, 1, 2].map(|a| 0.5 * f[a] - 0.5));
@@ -174,37 +232,80 @@ fn axis_maps(fine: [usize; 3], coarse: [usize; 3], f: [f64; 3]) -> [Vec<usize>; 
     })
 }
 
-/// Box average of `value(voxel)` (None = left out) onto `coarse`; coarse voxels with nothing
-/// to average get NaN.
+/// Box average of `value(voxel)` (None = left out) of `src` (stored order, grid `fine`) onto
+/// [`coarse_geometry`]`(fine, spacing_mm, orientation)`; coarse voxels with nothing to average
+/// get NaN. Returns the average and its grid.
+///
+/// The source is read in its stored order (contiguous), each voxel added to the coarse voxel
+/// its frame index falls in; rayon runs over the coarse planes across the frame axis that the
+/// stored axis 0 becomes, so every plane has one writer. In the stored order (identity frame)
+/// this is a plain box average over coarse planes along axis 0.
 fn box_average<T: Sync>(
     src: ArrayView3<'_, T>,
     fine: &Geometry,
-    coarse: &Geometry,
-    f: [f64; 3],
+    spacing_mm: f64,
+    orientation: Option<&str>,
     value: impl Fn(&T) -> Option<f32> + Sync,
-) -> Array3<f32> {
+) -> Result<(Array3<f32>, Geometry)> {
+    let coarse = coarse_geometry(fine, spacing_mm, orientation)?;
+    let (t, fg) = framed(fine, orientation)?;
     let cs = coarse.shape();
-    let maps = axis_maps(fine.shape(), cs, f);
+    let stored = fine.shape();
+    let frame_maps = axis_maps(fg.shape(), cs, coarse_factors(&fg, spacing_mm));
+    // Stored axis b is frame axis `axis_of[b]`, reversed if that frame axis is flipped; the
+    // coarse index of stored index i along b.
+    let mut axis_of = [0usize; 3];
+    for (a, &b) in t.perm.iter().enumerate() {
+        axis_of[b] = a;
+    }
+    let stored_maps: [Vec<usize>; 3] = [0, 1, 2].map(|b| {
+        let a = axis_of[b];
+        (0..stored[b])
+            .map(|i| {
+                let n = if t.flip[a] { stored[b] - 1 - i } else { i };
+                frame_maps[a][n]
+            })
+            .collect()
+    });
+    // A plane holds the two frame axes other than axis_of[0], in order; the offset in it of a
+    // coarse index along stored axis 1 or 2.
+    let a0 = axis_of[0];
+    let (p, q) = match a0 {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let stride = |a: usize| if a == p { cs[q] } else { 1 };
+    let off1: Vec<usize> = stored_maps[1]
+        .iter()
+        .map(|c| c * stride(axis_of[1]))
+        .collect();
+    let off2: Vec<usize> = stored_maps[2]
+        .iter()
+        .map(|c| c * stride(axis_of[2]))
+        .collect();
+    let plane_len = cs[p] * cs[q];
     let mut out = Array3::<f32>::zeros((cs[0], cs[1], cs[2]));
-    out.axis_iter_mut(Axis(0))
+    out.axis_iter_mut(Axis(a0))
         .into_par_iter()
         .enumerate()
         .for_each(|(c0, mut plane)| {
-            let mut sum = vec![0.0f64; cs[1] * cs[2]];
-            let mut cnt = vec![0u32; cs[1] * cs[2]];
-            for (i, _) in maps[0].iter().enumerate().filter(|(_, &m)| m == c0) {
+            let mut sum = vec![0.0f64; plane_len];
+            let mut cnt = vec![0u32; plane_len];
+            for (i, _) in stored_maps[0].iter().enumerate().filter(|(_, &m)| m == c0) {
                 let sl = src.index_axis(Axis(0), i);
                 for (j, row) in sl.outer_iter().enumerate() {
-                    let base = maps[1][j] * cs[2];
+                    let base = off1[j];
                     for (k, v) in row.iter().enumerate() {
                         if let Some(x) = value(v) {
-                            let o = base + maps[2][k];
+                            let o = base + off2[k];
                             sum[o] += x as f64;
                             cnt[o] += 1;
                         }
                     }
                 }
             }
+            // The plane's logical order is (p, q), row-major: offset c_p * cs[q] + c_q.
             for ((o, s), c) in plane.iter_mut().zip(&sum).zip(&cnt) {
                 *o = if *c > 0 {
                     (*s / *c as f64) as f32
@@ -213,17 +314,25 @@ fn box_average<T: Sync>(
                 };
             }
         });
-    out
+    Ok((out, coarse))
 }
 
-/// The image box-averaged onto [`coarse_geometry`]`(image, spacing_mm)`. Non-finite voxels are
-/// left out of the averages (a coarse voxel with none finite gets the smallest coarse value);
-/// an image with no finite voxel is an error.
-pub fn downsample(image: &Volume<f32>, spacing_mm: f64) -> Result<Volume<f32>> {
-    let g = image.geometry();
-    let cg = coarse_geometry(g, spacing_mm)?;
-    let f = coarse_factors(g, spacing_mm);
-    let mut out = box_average(image.view(), g, &cg, f, |v| v.is_finite().then_some(*v));
+/// The image box-averaged onto [`coarse_geometry`]`(image, spacing_mm, orientation)` (no copy of
+/// the image is made to reorient it). Non-finite voxels are left out of the averages (a coarse
+/// voxel with none finite gets the smallest coarse value); an image with no finite voxel is an
+/// error.
+pub fn downsample(
+    image: &Volume<f32>,
+    spacing_mm: f64,
+    orientation: Option<&str>,
+) -> Result<Volume<f32>> {
+    let (mut out, cg) = box_average(
+        image.view(),
+        image.geometry(),
+        spacing_mm,
+        orientation,
+        |v| v.is_finite().then_some(*v),
+    )?;
     let min = out
         .iter()
         .copied()
@@ -236,20 +345,22 @@ pub fn downsample(image: &Volume<f32>, spacing_mm: f64) -> Result<Volume<f32>> {
     Volume::new(out, cg).map_err(vol_err("downsampled image"))
 }
 
-/// The fraction of every coarse voxel ([`coarse_geometry`]) covered by the voxels of `label`
-/// whose class is in `classes`.
+/// The fraction of every coarse voxel ([`coarse_geometry`]`(label, spacing_mm, orientation)`)
+/// covered by the voxels of `label` whose class is in `classes`.
 pub fn downsample_fraction(
     label: &Volume<u8>,
     classes: &[u8],
     spacing_mm: f64,
+    orientation: Option<&str>,
 ) -> Result<Volume<f32>> {
-    let g = label.geometry();
-    let cg = coarse_geometry(g, spacing_mm)?;
-    let f = coarse_factors(g, spacing_mm);
-    let out = box_average(label.view(), g, &cg, f, |v| {
-        Some(f32::from(u8::from(classes.contains(v))))
-    })
-    .mapv(|v| if v.is_finite() { v } else { 0.0 });
+    let (out, cg) = box_average(
+        label.view(),
+        label.geometry(),
+        spacing_mm,
+        orientation,
+        |v| Some(f32::from(u8::from(classes.contains(v)))),
+    )?;
+    let out = out.mapv(|v| if v.is_finite() { v } else { 0.0 });
     Volume::new(out, cg).map_err(vol_err("downsampled mask"))
 }
 
@@ -525,8 +636,14 @@ pub struct LocateConfig {
     /// Components lighter than this fraction of the heaviest one are dropped, in `[0, 1]`.
     /// Default 0.2.
     pub min_relative_mass: f64,
-    /// VOI size (mm) along the image's index axes i, j, k. Default the paper's 120 x 150 x 70
-    /// voxels at 0.4 mm: 48 x 60 x 28 mm.
+    /// VOI size (mm) along the world (RAS+) axes x (left-right), y (posterior-anterior) and
+    /// z (inferior-superior), whatever the image's storage order: image index axis `a` gets
+    /// `voi_mm[w]` for the world axis `w` it runs along
+    /// ([`Geometry::axis_assignment`], the closest one on an oblique grid). Default the paper's
+    /// 120 x 150 x 70 voxels at 0.4 mm: 48 x 60 x 28 mm. (Before locators worked in RAS this
+    /// was per index axis i, j, k; locator files from then are read the new way, which is the
+    /// same box on every image whose index axis `a` runs along world axis `a`, e.g. RAS-, LAS-
+    /// or LPS-stored, the only kind they were used on.)
     pub voi_mm: [f64; 3],
     /// A component's centroid is taken over its voxels within this distance (mm, along
     /// superior) of its top, or over all of it with `None`. Default 15 mm: a condyle mask
@@ -628,9 +745,10 @@ impl JointLocation {
 }
 
 /// The joints in a coarse posterior map (see the module documentation): `posterior` lives on
-/// `coarse` (shape must match), the VOIs on `image` (the full-resolution grid), and the centre
-/// of every component is moved by `centre_offset_mm` (world). Returns the joints heaviest
-/// first; an empty list when nothing passes the threshold.
+/// `coarse` (shape must match; any grid, e.g. in the locator's frame), the VOIs on `image` (the
+/// full-resolution grid, in its stored order; [`LocateConfig::voi_mm`] is along world axes),
+/// and the centre of every component is moved by `centre_offset_mm` (world). Returns the joints
+/// heaviest first; an empty list when nothing passes the threshold.
 pub fn joints_from_posterior(
     image: &Geometry,
     coarse: &Geometry,
@@ -678,6 +796,7 @@ pub fn joints_from_posterior(
     }
     let n = image.shape();
     let sp = image.spacing();
+    let (world_axis, _) = image.axis_assignment();
     let vv = coarse.voxel_volume_mm3();
     Ok(chosen
         .into_iter()
@@ -688,7 +807,7 @@ pub fn joints_from_posterior(
             let mut voi_start = [0i64; 3];
             let mut voi_size = [0usize; 3];
             for a in 0..3 {
-                let size = ((cfg.voi_mm[a] / sp[a]).round() as usize).clamp(1, n[a]);
+                let size = ((cfg.voi_mm[world_axis[a]] / sp[a]).round() as usize).clamp(1, n[a]);
                 let s = (center_voxel[a] - (size as f64 - 1.0) / 2.0).round();
                 // A NaN centre cannot happen (finite inputs), but clamp keeps it in range.
                 let s = if s.is_finite() { s as i64 } else { 0 };
@@ -708,10 +827,11 @@ pub fn joints_from_posterior(
         .collect())
 }
 
-/// The coarse maps behind a location, for inspection.
+/// The coarse maps behind a location, for inspection. They all live on the coarse grid in the
+/// locator's frame (for a RAS locator its axes are R, A, S whatever the image's storage order).
 #[derive(Debug, Clone)]
 pub struct CoarseMaps {
-    /// The coarse grid.
+    /// The coarse grid ([`coarse_geometry`] in the locator's frame).
     pub geometry: Geometry,
     /// The box-averaged image.
     pub image: Volume<f32>,
@@ -752,6 +872,7 @@ pub fn coarse_maps(
     atlas: Option<&Atlas>,
     net: Option<&LoadedModel>,
     coarse_spacing_mm: f64,
+    orientation: Option<&str>,
     prior_weight: f64,
 ) -> Result<CoarseMaps> {
     if atlas.is_none() && net.is_none() {
@@ -762,7 +883,7 @@ pub fn coarse_maps(
             "locate: prior_weight {prior_weight} must be in [0, 1]"
         )));
     }
-    let coarse = downsample(image, coarse_spacing_mm)?;
+    let coarse = downsample(image, coarse_spacing_mm, orientation)?;
     let cg = coarse.geometry().clone();
     let prior = match atlas {
         Some(a) => {
@@ -796,8 +917,10 @@ pub fn coarse_maps(
     })
 }
 
-/// Locate the joints of a CT (HU, any grid): box-average it to `coarse_spacing_mm`, combine
-/// the network probability and the atlas prior as the module documentation says (either may be
+/// Locate the joints of a CT (HU, any grid and storage order): box-average it to
+/// `coarse_spacing_mm` on the coarse grid in the frame `orientation` ([`coarse_geometry`]; the
+/// network must have been trained in that frame, `None` = the stored order), combine the
+/// network probability and the atlas prior as the module documentation says (either may be
 /// absent, not both), and turn the posterior into joints with [`joints_from_posterior`]
 /// (applying the atlas's centre offset). An empty list means no joint was found.
 pub fn locate_joints(
@@ -805,10 +928,18 @@ pub fn locate_joints(
     atlas: Option<&Atlas>,
     net: Option<&LoadedModel>,
     coarse_spacing_mm: f64,
+    orientation: Option<&str>,
     cfg: &LocateConfig,
 ) -> Result<Vec<JointLocation>> {
     cfg.validate()?;
-    let maps = coarse_maps(image, atlas, net, coarse_spacing_mm, cfg.prior_weight)?;
+    let maps = coarse_maps(
+        image,
+        atlas,
+        net,
+        coarse_spacing_mm,
+        orientation,
+        cfg.prior_weight,
+    )?;
     let offset = atlas.map_or([0.0; 3], |a| a.centre_offset_mm);
     joints_from_posterior(
         image.geometry(),
@@ -850,7 +981,8 @@ pub fn paste_merge<T>(
 pub struct CoarseCase {
     /// The full-resolution grid (its field of view normalises the atlas).
     pub fov: Geometry,
-    /// Coarse image and label (1 = at least [`COARSE_LABEL_FRACTION`] joint), for the trainer.
+    /// Coarse image and label (1 = at least [`COARSE_LABEL_FRACTION`] joint), for the trainer,
+    /// on the coarse grid in the locator's frame.
     pub case: Case,
     /// Joint fraction per coarse voxel.
     pub joint: Volume<f32>,
@@ -878,8 +1010,9 @@ fn classes_of(names: &[String], wanted: &[String], case: &str) -> Result<Vec<u8>
 
 /// Coarse copies of full-resolution cases whose label classes are `class_names` (class `t + 1`
 /// = `class_names[t]`, as [`crate::DatasetSpec::load`] builds them): the box-averaged image,
-/// the fraction of the union of `cfg.joint_labels` and of `cfg.centre_label`. A case without
-/// any joint voxel is an error naming it.
+/// the fraction of the union of `cfg.joint_labels` and of `cfg.centre_label`, all on the
+/// coarse grid of `cfg.coarse_spacing_mm` in the frame `cfg.orientation`
+/// ([`coarse_geometry`]). A case without any joint voxel is an error naming it.
 pub fn coarse_cases(
     cases: &[Case],
     class_names: &[String],
@@ -889,8 +1022,9 @@ pub fn coarse_cases(
         .iter()
         .map(|c| {
             let joint_classes = classes_of(class_names, &cfg.joint_labels, &c.id)?;
-            let image = downsample(&c.image, cfg.coarse_spacing_mm)?;
-            let joint = downsample_fraction(&c.label, &joint_classes, cfg.coarse_spacing_mm)?;
+            let (sp, frame) = (cfg.coarse_spacing_mm, cfg.orientation.as_deref());
+            let image = downsample(&c.image, sp, frame)?;
+            let joint = downsample_fraction(&c.label, &joint_classes, sp, frame)?;
             if !joint.data().iter().any(|v| *v > 0.0) {
                 return Err(TrainError::case(
                     &c.id,
@@ -900,7 +1034,7 @@ pub fn coarse_cases(
             let centre = match &cfg.centre_label {
                 Some(l) => {
                     let cl = classes_of(class_names, std::slice::from_ref(l), &c.id)?;
-                    Some(downsample_fraction(&c.label, &cl, cfg.coarse_spacing_mm)?)
+                    Some(downsample_fraction(&c.label, &cl, sp, frame)?)
                 }
                 None => None,
             };
@@ -996,7 +1130,8 @@ pub fn default_heatmap_run() -> RunConfig {
                 lo: -1000.0,
                 hi: 2000.0,
             },
-            // The locator works on world-space boxes and its own coarse grid.
+            // The locator hands the trainer coarse grids already in its own frame
+            // (`LocatorTrainConfig::orientation`, RAS by default), and the network sees them so.
             orientation: None,
             target_spacing: None,
             sampler: SamplerConfig {
@@ -1051,6 +1186,13 @@ pub struct LocatorTrainConfig {
     pub centre_label: Option<String>,
     /// Coarse voxel size (mm). Default 3.
     pub coarse_spacing_mm: f64,
+    /// Orientation code of the frame the coarse grids, the heatmap network and the posterior
+    /// work in ([`coarse_geometry`]): every case and every CT to locate in is reoriented
+    /// exactly to it first, so that the network sees the anatomy the same way whatever the
+    /// storage order. Default `"RAS"` (also when the key is missing from a configuration
+    /// file: this configures new locators); `None` keeps each scan's stored voxel order, as
+    /// locators did before this setting existed.
+    pub orientation: Option<String>,
     /// Atlas grid (world x, y, z). Default 32^3.
     pub atlas_grid: [usize; 3],
     /// Atlas Gaussian smoothing (atlas voxels). Default 1.
@@ -1070,6 +1212,7 @@ impl Default for LocatorTrainConfig {
             joint_labels: vec!["mc".into()],
             centre_label: None,
             coarse_spacing_mm: 3.0,
+            orientation: Some(LOCATOR_ORIENTATION.into()),
             atlas_grid: [32; 3],
             atlas_smoothing_voxels: 1.0,
             train_network: true,
@@ -1091,6 +1234,7 @@ impl LocatorTrainConfig {
                 self.coarse_spacing_mm
             )));
         }
+        check_orientation(self.orientation.as_deref())?;
         self.locate.validate()?;
         if self.train_network {
             if self.run.train.targets != [JOINT_TARGET] {
@@ -1112,6 +1256,14 @@ pub struct LocatorSpec {
     pub format_version: u32,
     /// Coarse voxel size (mm) the network and atlas work at.
     pub coarse_spacing_mm: f64,
+    /// Orientation code of the frame of the coarse grid, the network and the posterior
+    /// ([`LocatorTrainConfig::orientation`]): `"RAS"` for locators trained since it exists.
+    /// A locator file without this key (written before) reads `None`: the CT's stored voxel
+    /// order, as it was trained, so it locates exactly as before (up to
+    /// [`LocateConfig::voi_mm`], now along world axes: the same VOIs on the axis-aligned,
+    /// RAS-, LAS- or LPS-stored, scans those locators were used on).
+    #[serde(default)]
+    pub orientation: Option<String>,
     /// The labels that made the joint mask.
     pub joint_labels: Vec<String>,
     /// The centre label, if any.
@@ -1172,6 +1324,8 @@ impl LocatorSpec {
         spec.atlas
             .check()
             .map_err(|e| locate_err(format!("{}: {e}", path.display())))?;
+        check_orientation(spec.orientation.as_deref())
+            .map_err(|e| locate_err(format!("{}: {e}", path.display())))?;
         spec.locate.validate()?;
         Ok(spec)
     }
@@ -1213,6 +1367,7 @@ impl Locator {
             Some(&self.spec.atlas),
             self.net.as_ref(),
             self.spec.coarse_spacing_mm,
+            self.spec.orientation.as_deref(),
             cfg,
         )
     }
@@ -1224,6 +1379,7 @@ impl Locator {
             Some(&self.spec.atlas),
             self.net.as_ref(),
             self.spec.coarse_spacing_mm,
+            self.spec.orientation.as_deref(),
             self.spec.locate.prior_weight,
         )
     }
@@ -1286,6 +1442,7 @@ pub fn train_locator(
     let spec = LocatorSpec {
         format_version: LOCATOR_FORMAT_VERSION,
         coarse_spacing_mm: cfg.coarse_spacing_mm,
+        orientation: cfg.orientation.clone(),
         joint_labels: cfg.joint_labels.clone(),
         centre_label: cfg.centre_label.clone(),
         atlas,
@@ -1324,7 +1481,7 @@ mod tests {
     #[test]
     fn coarse_grid_covers_the_fine_one_and_averages_boxes() {
         let g = geom([10, 9, 4], [1.0, 1.0, 2.0]);
-        let cg = coarse_geometry(&g, 3.0).unwrap();
+        let cg = coarse_geometry(&g, 3.0, None).unwrap();
         // ceil(10 / 3), ceil(9 / 3), ceil(4 / 1.5).
         assert_eq!(cg.shape(), [4, 3, 3]);
         assert_abs_diff_eq!(cg.spacing()[2], 3.0, epsilon = 1e-12);
@@ -1336,7 +1493,7 @@ mod tests {
             g.clone(),
         )
         .unwrap();
-        let d = downsample(&img, 3.0).unwrap();
+        let d = downsample(&img, 3.0, None).unwrap();
         // Coarse (0, 0, 0) averages i in 0..3, j in 0..3, k in {0} (floor((k + 0.5) / 1.5) = 0).
         assert_abs_diff_eq!(d.data()[[0, 0, 0]], 1.0 + 10.0, epsilon = 1e-4);
         // The last coarse i holds fine i = 9 only.
@@ -1350,12 +1507,12 @@ mod tests {
         let g = geom([4, 4, 4], [1.0; 3]);
         let mut a = Array3::<f32>::from_elem((4, 4, 4), 5.0);
         a[[0, 0, 0]] = f32::NAN;
-        let d = downsample(&Volume::new(a, g.clone()).unwrap(), 2.0).unwrap();
+        let d = downsample(&Volume::new(a, g.clone()).unwrap(), 2.0, None).unwrap();
         assert!(d.data().iter().all(|v| *v == 5.0));
         let nan = Volume::new(Array3::from_elem((4, 4, 4), f32::NAN), g).unwrap();
-        let e = downsample(&nan, 2.0).unwrap_err().to_string();
+        let e = downsample(&nan, 2.0, None).unwrap_err().to_string();
         assert!(e.contains("no finite voxel"), "{e}");
-        assert!(coarse_geometry(nan.geometry(), f64::NAN).is_err());
+        assert!(coarse_geometry(nan.geometry(), f64::NAN, None).is_err());
     }
 
     #[test]
@@ -1485,8 +1642,8 @@ mod tests {
         let g = Geometry::new([120, 100, 80], aff).unwrap();
         let centre = [-7.3, 35.1, 15.4];
         let posterior_fine = ball(&g, centre, 5.0);
-        let cg = coarse_geometry(&g, 2.0).unwrap();
-        let post = downsample(&posterior_fine, 2.0).unwrap();
+        let cg = coarse_geometry(&g, 2.0, None).unwrap();
+        let post = downsample(&posterior_fine, 2.0, None).unwrap();
         let cfg = LocateConfig {
             voi_mm: [20.0, 15.0, 10.0],
             ..Default::default()
@@ -1657,7 +1814,7 @@ mod tests {
             threshold: 0.5,
             ..Default::default()
         };
-        let j = locate_joints(&ct, Some(&atlas), None, 3.0, &cfg).unwrap();
+        let j = locate_joints(&ct, Some(&atlas), None, 3.0, Some("RAS"), &cfg).unwrap();
         assert_eq!(j.len(), 2);
         let mut found: Vec<[f64; 3]> = j.iter().map(|l| l.center_mm).collect();
         found.sort_by(|a, b| a[0].total_cmp(&b[0]));
@@ -1667,26 +1824,26 @@ mod tests {
             }
         }
         // Neither atlas nor network; an empty atlas.
-        assert!(locate_joints(&ct, None, None, 3.0, &cfg).is_err());
+        assert!(locate_joints(&ct, None, None, 3.0, Some("RAS"), &cfg).is_err());
         let mut empty = atlas.clone();
         empty.mean.iter_mut().for_each(|v| *v = 0.0);
-        let e = locate_joints(&ct, Some(&empty), None, 3.0, &cfg).unwrap_err();
+        let e = locate_joints(&ct, Some(&empty), None, 3.0, Some("RAS"), &cfg).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
     }
 
     #[test]
     fn centre_offset_points_from_the_component_to_the_centre_label() {
         let g = geom([60, 20, 20], [1.0; 3]);
-        let cg = coarse_geometry(&g, 2.0).unwrap();
-        let joint = downsample(&ball(&g, [15.0, 10.0, 8.0], 4.0), 2.0).unwrap();
+        let cg = coarse_geometry(&g, 2.0, None).unwrap();
+        let joint = downsample(&ball(&g, [15.0, 10.0, 8.0], 4.0), 2.0, None).unwrap();
         let mut j2 = joint.clone();
-        let other = downsample(&ball(&g, [45.0, 10.0, 8.0], 4.0), 2.0).unwrap();
+        let other = downsample(&ball(&g, [45.0, 10.0, 8.0], 4.0), 2.0, None).unwrap();
         ndarray::Zip::from(j2.view_mut())
             .and(other.view())
             .for_each(|a, b| *a = a.max(*b));
         // Centre label 3 mm above each joint.
-        let mut c = downsample(&ball(&g, [15.0, 10.0, 11.0], 2.0), 2.0).unwrap();
-        let c2 = downsample(&ball(&g, [45.0, 10.0, 11.0], 2.0), 2.0).unwrap();
+        let mut c = downsample(&ball(&g, [15.0, 10.0, 11.0], 2.0), 2.0, None).unwrap();
+        let c2 = downsample(&ball(&g, [45.0, 10.0, 11.0], 2.0), 2.0, None).unwrap();
         ndarray::Zip::from(c.view_mut())
             .and(c2.view())
             .for_each(|a, b| *a = a.max(*b));
@@ -1737,6 +1894,7 @@ mod tests {
         let spec = LocatorSpec {
             format_version: LOCATOR_FORMAT_VERSION,
             coarse_spacing_mm: 3.0,
+            orientation: Some("RAS".into()),
             joint_labels: vec!["mc".into()],
             centre_label: Some("nv".into()),
             atlas,
@@ -1756,10 +1914,189 @@ mod tests {
         v2.save(&p).unwrap();
         let e = LocatorSpec::read(&p).unwrap_err().to_string();
         assert!(e.contains("format version 99"), "{e}");
+        let mut bad = spec.clone();
+        bad.orientation = Some("XYZ".into());
+        bad.save(&p).unwrap();
+        let e = LocatorSpec::read(&p).unwrap_err().to_string();
+        assert!(e.contains("XYZ"), "{e}");
         // The training config rejects a heatmap run with other targets.
         let mut t = LocatorTrainConfig::default();
         assert!(t.validate().is_ok());
         t.run.train.targets = vec!["mc".into()];
         assert!(t.validate().is_err());
+        let t = LocatorTrainConfig {
+            orientation: Some("RAR".into()),
+            ..Default::default()
+        };
+        assert!(t.validate().is_err());
+    }
+
+    /// `v` (RAS-stored) stored with orientation `code`, exactly.
+    fn stored_as<T: Clone>(v: &Volume<T>, code: &str) -> Volume<T> {
+        let out = negvol_volume::reorient(v, code).unwrap();
+        assert_eq!(out.geometry().orientation_code(), code);
+        out
+    }
+
+    /// An RAS grid with an origin, anisotropic voxels and a shape that is no multiple of the
+    /// coarse factors, and a volume on it whose every voxel differs.
+    fn odd_volume() -> Volume<f32> {
+        let mut aff = [[0.0; 4]; 4];
+        aff[0][0] = 0.8;
+        aff[1][1] = 1.1;
+        aff[2][2] = 1.7;
+        aff[0][3] = -20.0;
+        aff[1][3] = 5.0;
+        aff[2][3] = 3.0;
+        aff[3][3] = 1.0;
+        let g = Geometry::new([23, 17, 11], aff).unwrap();
+        let a = Array3::from_shape_fn((23, 17, 11), |(i, j, k)| {
+            (i as f32 * 1.3 - j as f32 * 0.7 + (k * k) as f32 * 0.11).sin() * 500.0
+        });
+        Volume::new(a, g).unwrap()
+    }
+
+    #[test]
+    fn coarse_grid_in_the_ras_frame_is_the_same_for_every_storage_order() {
+        let ras = odd_volume();
+        let want = downsample(&ras, 3.0, None).unwrap();
+        assert_eq!(want.geometry().shape(), [7, 7, 7]);
+        let lab = ras.map(|v| u8::from(*v > 100.0) + u8::from(*v > 300.0));
+        let want_f = downsample_fraction(&lab, &[2], 3.0, None).unwrap();
+        for code in ["RAS", "PSL", "LIP", "ASL", "LPS"] {
+            let img = stored_as(&ras, code);
+            let d = downsample(&img, 3.0, Some("RAS")).unwrap();
+            d.geometry().check_same(want.geometry(), 1e-9).unwrap();
+            // Read in stored order: the same sums in another order (f64), so equal to float
+            // rounding of the f32 result.
+            for (x, y) in d.data().iter().zip(want.data()) {
+                assert_abs_diff_eq!(*x, *y, epsilon = 1e-4);
+            }
+            let f = downsample_fraction(&stored_as(&lab, code), &[2], 3.0, Some("RAS")).unwrap();
+            for (x, y) in f.data().iter().zip(want_f.data()) {
+                assert_abs_diff_eq!(*x, *y, epsilon = 1e-6);
+            }
+            // In stored order (`None`) the grid follows the stored axes, as before.
+            let s = coarse_geometry(img.geometry(), 3.0, None).unwrap();
+            assert_eq!(s.orientation_code(), code);
+            // Any frame: the stored copy coarsened in LPS is the RAS one coarsened in LPS.
+            let lps = downsample(&img, 3.0, Some("LPS")).unwrap();
+            let direct = downsample(&stored_as(&ras, "LPS"), 3.0, None).unwrap();
+            lps.geometry().check_same(direct.geometry(), 1e-9).unwrap();
+            for (x, y) in lps.data().iter().zip(direct.data()) {
+                assert_abs_diff_eq!(*x, *y, epsilon = 1e-4);
+            }
+        }
+        let e = coarse_geometry(ras.geometry(), 3.0, Some("XYZ")).unwrap_err();
+        assert!(e.to_string().contains("XYZ"), "{e}");
+    }
+
+    #[test]
+    fn voi_extent_is_along_world_axes_in_any_storage_order() {
+        // A ball posterior on an anisotropic RAS grid; the image stored in several orders.
+        let mut aff = [[0.0; 4]; 4];
+        aff[0][0] = 0.5;
+        aff[1][1] = 0.6;
+        aff[2][2] = 0.7;
+        aff[3][3] = 1.0;
+        let g = Geometry::new([120, 100, 80], aff).unwrap();
+        let centre = [31.0, 28.0, 30.0];
+        let post = ball(&g, centre, 4.0);
+        let cfg = LocateConfig {
+            voi_mm: [20.0, 15.0, 10.0],
+            ..Default::default()
+        };
+        let image = post.map(|v| *v - 1000.0);
+        let ras = joints_from_posterior(&g, &g, post.data(), [0.0; 3], &cfg).unwrap();
+        // Along x 20 mm / 0.5, y 15 / 0.6, z 10 / 0.7 (rounded).
+        assert_eq!(ras[0].voi_size, [40, 25, 14]);
+        let world_box = |g: &Geometry, j: &JointLocation| {
+            let lo = [0, 1, 2].map(|a| j.voi_start[a] as f64 - 0.5);
+            let hi = [0, 1, 2].map(|a| (j.voi_start[a] + j.voi_size[a] as i64) as f64 - 0.5);
+            let (a, b) = (g.voxel_to_world(lo), g.voxel_to_world(hi));
+            [0, 1, 2].map(|x| (a[x].min(b[x]), a[x].max(b[x])))
+        };
+        let want = world_box(&g, &ras[0]);
+        for (code, size) in [
+            ("LPS", [40, 25, 14]),
+            ("LAS", [40, 25, 14]),
+            // Sagittal-like: i posterior, j superior, k left; per index axis this was
+            // [20 / 0.6, 15 / 0.7, 10 / 0.5] = [33, 21, 20] voxels.
+            ("PSL", [25, 14, 40]),
+            ("SLA", [14, 40, 25]),
+        ] {
+            let img = stored_as(&image, code);
+            let j = joints_from_posterior(img.geometry(), &g, post.data(), [0.0; 3], &cfg).unwrap();
+            assert_eq!(j[0].voi_size, size, "{code}");
+            for a in 0..3 {
+                assert!((j[0].center_mm[a] - ras[0].center_mm[a]).abs() < 1e-9);
+            }
+            // The same world box, up to rounding its start to a whole voxel.
+            for (x, (b, w)) in world_box(img.geometry(), &j[0])
+                .iter()
+                .zip(&want)
+                .enumerate()
+            {
+                assert_abs_diff_eq!(b.1 - b.0, w.1 - w.0, epsilon = 1e-9);
+                assert!(
+                    (b.0 - w.0).abs() <= g.spacing()[x] + 1e-9,
+                    "{code} axis {x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn locator_files_without_an_orientation_keep_the_stored_order() {
+        // A prior-only locator fitted on an RAS ball; its file as written before the
+        // orientation key existed.
+        let ras = odd_volume();
+        let g = ras.geometry().clone();
+        let m = ball(&g, g.voxel_to_world([12.0, 8.0, 5.0]), 4.0);
+        let atlas = Atlas::fit(&[(&g, &m)], [8, 8, 8], 0.0).unwrap();
+        let spec = LocatorSpec {
+            format_version: LOCATOR_FORMAT_VERSION,
+            coarse_spacing_mm: 3.0,
+            orientation: Some("RAS".into()),
+            joint_labels: vec!["mc".into()],
+            centre_label: None,
+            atlas,
+            checkpoint: None,
+            locate: LocateConfig {
+                threshold: 0.5,
+                ..Default::default()
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (new_p, old_p) = (dir.path().join("new.json"), dir.path().join("old.json"));
+        spec.save(&new_p).unwrap();
+        assert!(std::fs::read_to_string(&new_p)
+            .unwrap()
+            .contains("\"orientation\": \"RAS\""));
+        let mut old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&new_p).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("orientation");
+        std::fs::write(&old_p, old.to_string()).unwrap();
+        let new_l = Locator::load(&new_p, Device::Cpu).unwrap();
+        let old_l = Locator::load(&old_p, Device::Cpu).unwrap();
+        assert_eq!(new_l.spec.orientation.as_deref(), Some("RAS"));
+        assert_eq!(old_l.spec.orientation, None);
+        // On an RAS-stored image both are the same locator.
+        assert_eq!(old_l.locate(&ras).unwrap(), new_l.locate(&ras).unwrap());
+        // On a PSL-stored copy the old one still works on the stored axes, the new one in RAS.
+        let psl = stored_as(&ras, "PSL");
+        let om = old_l.coarse_maps(&psl).unwrap();
+        let nm = new_l.coarse_maps(&psl).unwrap();
+        assert_eq!(om.geometry.orientation_code(), "PSL");
+        om.geometry
+            .check_same(&coarse_geometry(psl.geometry(), 3.0, None).unwrap(), 0.0)
+            .unwrap();
+        assert_eq!(nm.geometry.orientation_code(), "RAS");
+        nm.geometry
+            .check_same(&coarse_geometry(&g, 3.0, None).unwrap(), 1e-9)
+            .unwrap();
+        // A training configuration without the key configures a new (RAS) locator.
+        let t: LocatorTrainConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(t.orientation.as_deref(), Some(LOCATOR_ORIENTATION));
     }
 }

@@ -3,6 +3,9 @@
 //! of unseen phantoms: a two-joint one as trained, the same stored LPS (flipped index axes),
 //! one whose joints sit elsewhere in the field of view, and a single-joint scan framed unlike
 //! every training scan (where the atlas prior is near zero, so the network must carry it).
+//! The same locator (trained on RAS-stored scans) must locate an exact PSL-stored copy of a
+//! phantom like the original, and its file without the `orientation` key (as written before
+//! locators worked in RAS) must still locate in the stored voxel order.
 //!
 //! What "located" means here (the floor): every VOI must contain, for its joint, the whole
 //! ground-truth negative volume grown by [`TB_MARGIN_MM`] on every side (clipped to the scan),
@@ -13,12 +16,14 @@
 use negvol_phantom::{generate, PhantomCase, PhantomConfig, Side};
 use negvol_train::dataset::build_case;
 use negvol_train::locate::{
-    default_heatmap_run, train_locator, JointLocation, JointSide, LocateConfig, Locator,
-    LocatorTrainConfig,
+    default_heatmap_run, downsample, train_locator, JointLocation, JointSide, LocateConfig,
+    Locator, LocatorTrainConfig,
 };
 use negvol_train::trainer::Silent;
 use negvol_train::Case;
-use negvol_volume::Volume;
+use negvol_volume::{reorient, Geometry, Volume};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::Device;
 
 /// Phantom voxel size (mm).
@@ -145,76 +150,97 @@ fn check_two(name: &str, p: &PhantomCase, joints: &[JointLocation]) {
     }
 }
 
-#[test]
-fn trained_locator_finds_both_joints_of_unseen_flipped_and_shifted_phantoms() {
-    // One libtorch thread: the same numbers on every machine, and on a busy 2-core box much
-    // faster than two (see the crate README's demo notes).
-    tch::set_num_threads(1);
-    let t0 = std::time::Instant::now();
-    let cfg = two_joint_config();
-    let train: Vec<Case> = (0..4)
-        .map(|s| {
-            let p = generate(
-                &PhantomConfig {
-                    asymmetry: 0.1 * s as f64,
-                    ..cfg.clone()
-                },
-                10 + s,
-            )
-            .unwrap();
-            to_case(&format!("t{s}"), &p)
-        })
-        .collect();
-    let mut run = default_heatmap_run();
-    run.train.epochs = 25;
-    run.train.seed = 5;
-    run.train.sampler.patch = [32, 16, 16];
-    run.train.validation.inference.patch = [32, 16, 16];
-    let lcfg = LocatorTrainConfig {
-        centre_label: Some("nv".into()),
-        coarse_spacing_mm: 2.4,
-        atlas_grid: [32, 16, 16],
-        run,
-        locate: LocateConfig {
-            per_side: true,
+/// The locator the network tests share: trained once, on the first call, on four RAS-stored
+/// two-joint phantoms, into `CARGO_TARGET_TMPDIR/locate_cpu/` (`locator.json`, `net/`).
+fn trained() -> &'static Path {
+    static TRAINED: OnceLock<PathBuf> = OnceLock::new();
+    TRAINED.get_or_init(|| {
+        // One libtorch thread: the same numbers on every machine, and on a busy 2-core box
+        // much faster than two (see the crate README's demo notes).
+        tch::set_num_threads(1);
+        let t0 = std::time::Instant::now();
+        let cfg = two_joint_config();
+        let train: Vec<Case> = (0..4)
+            .map(|s| {
+                let p = generate(
+                    &PhantomConfig {
+                        asymmetry: 0.1 * s as f64,
+                        ..cfg.clone()
+                    },
+                    10 + s,
+                )
+                .unwrap();
+                assert_eq!(p.image.geometry().orientation_code(), "RAS");
+                to_case(&format!("t{s}"), &p)
+            })
+            .collect();
+        let mut run = default_heatmap_run();
+        run.train.epochs = 25;
+        run.train.seed = 5;
+        run.train.sampler.patch = [32, 16, 16];
+        run.train.validation.inference.patch = [32, 16, 16];
+        let lcfg = LocatorTrainConfig {
+            centre_label: Some("nv".into()),
+            coarse_spacing_mm: 2.4,
+            atlas_grid: [32, 16, 16],
+            run,
+            locate: LocateConfig {
+                per_side: true,
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let trained = train_locator(
-        &train,
-        &class_names(),
-        &lcfg,
-        dir.path(),
-        Device::Cpu,
-        &mut Silent,
-    )
-    .unwrap();
-    let h = &trained.summary.as_ref().unwrap().state.history;
-    eprintln!(
-        "trained in {:.1} s: loss {:.3} -> {:.3}, centre offset {:?} mm",
-        t0.elapsed().as_secs_f64(),
-        h[0].train_loss,
-        h.last().unwrap().train_loss,
-        trained.spec.atlas.centre_offset_mm
-    );
-    // The NV lies above the condyle's centroid (superior = world +z).
-    assert!(trained.spec.atlas.centre_offset_mm[2] > 1.0);
+        };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("locate_cpu");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let trained = train_locator(
+            &train,
+            &class_names(),
+            &lcfg,
+            &dir,
+            Device::Cpu,
+            &mut Silent,
+        )
+        .unwrap();
+        let h = &trained.summary.as_ref().unwrap().state.history;
+        eprintln!(
+            "trained in {:.1} s: loss {:.3} -> {:.3}, centre offset {:?} mm",
+            t0.elapsed().as_secs_f64(),
+            h[0].train_loss,
+            h.last().unwrap().train_loss,
+            trained.spec.atlas.centre_offset_mm
+        );
+        // The NV lies above the condyle's centroid (superior = world +z).
+        assert!(trained.spec.atlas.centre_offset_mm[2] > 1.0);
+        trained.path
+    })
+}
 
-    // Reload from the file, as the pipeline does.
-    let loc = Locator::load(&trained.path, Device::Cpu).unwrap();
-    assert!(loc.net.is_some());
-
-    // 1. An unseen two-joint phantom.
-    let held = generate(
+/// The unseen two-joint phantom (RAS-stored, like the training ones).
+fn held_out() -> PhantomCase {
+    generate(
         &PhantomConfig {
             asymmetry: 0.2,
-            ..cfg.clone()
+            ..two_joint_config()
         },
         100,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn trained_locator_finds_both_joints_of_unseen_flipped_and_shifted_phantoms() {
+    let t0 = std::time::Instant::now();
+    let cfg = two_joint_config();
+    let path = trained();
+
+    // Reload from the file, as the pipeline does.
+    let loc = Locator::load(path, Device::Cpu).unwrap();
+    assert!(loc.net.is_some());
+
+    // 1. An unseen two-joint phantom.
+    let held = held_out();
     check_two("held-out", &held, &loc.locate(&held.image).unwrap());
 
     // 2. The same anatomy stored LPS: i and j reversed in memory.
@@ -312,4 +338,175 @@ fn prior_only_locator_without_a_network_locates_a_like_framed_phantom() {
     assert!(loc.net.is_none());
     let held = generate(&cfg, 200).unwrap();
     check_two("prior-only", &held, &loc.locate(&held.image).unwrap());
+}
+
+/// `p` stored with orientation `code`: every volume reoriented exactly (axis permutation and
+/// flips, no interpolation), so each voxel keeps its value and its world position.
+fn stored_as(p: &PhantomCase, code: &str) -> PhantomCase {
+    PhantomCase {
+        image: reorient(&p.image, code).unwrap(),
+        mc: reorient(&p.mc, code).unwrap(),
+        tb: reorient(&p.tb, code).unwrap(),
+        nv: reorient(&p.nv, code).unwrap(),
+        truth: p.truth.clone(),
+    }
+}
+
+/// World (RAS+ mm) box `(low, high)` of a VOI of `g`: the outer corners of its voxels.
+fn voi_world_box(g: &Geometry, loc: &JointLocation) -> ([f64; 3], [f64; 3]) {
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for corner in 0..8 {
+        let p = [0, 1, 2].map(|a| {
+            let s = loc.voi_start[a] as f64;
+            if corner >> a & 1 == 0 {
+                s - 0.5
+            } else {
+                s + loc.voi_size[a] as f64 - 0.5
+            }
+        });
+        let w = g.voxel_to_world(p);
+        for a in 0..3 {
+            lo[a] = lo[a].min(w[a]);
+            hi[a] = hi[a].max(w[a]);
+        }
+    }
+    (lo, hi)
+}
+
+/// A locator trained on RAS-stored phantoms finds the same joints, with VOIs over the same
+/// world box, in an exact PSL-stored copy of an unseen phantom (i posterior, j superior,
+/// k left: how a sagittal DICOM stack is often stored) as in the RAS original, and its coarse
+/// maps are the same arrays on the same grid.
+///
+/// Before the locator worked in RAS this failed on every count (measured with this test on
+/// the previous commit): the coarse grid was laid over the stored axes (16 x 16 x 58 instead
+/// of 58 x 16 x 16 voxels), so the heatmap network saw the head with permuted and flipped
+/// axes and found one "joint" on the PSL copy instead of two, at the mid-sagittal plane 50 mm
+/// from the right joint, with a peak posterior of 0.50 instead of 0.98; and the
+/// 48 x 60 x 28 mm VOI was laid along i, j, k = P, S, L, so its left-right extent was 28 mm
+/// (27.6 mm measured) instead of 48 mm.
+#[test]
+fn locator_trained_on_ras_locates_a_psl_stored_copy_like_the_original() {
+    let loc = Locator::load(trained(), Device::Cpu).unwrap();
+    let ras = held_out();
+    let psl = stored_as(&ras, "PSL");
+    assert_eq!(psl.image.geometry().orientation_code(), "PSL");
+    let a = loc.locate(&ras.image).unwrap();
+    let b = loc.locate(&psl.image).unwrap();
+    eprintln!("RAS: {a:?}\nPSL: {b:?}");
+    let ma = loc.coarse_maps(&ras.image).unwrap();
+    let mb = loc.coarse_maps(&psl.image).unwrap();
+    eprintln!(
+        "coarse grids: RAS {:?} ({}), PSL {:?} ({})",
+        ma.geometry.shape(),
+        ma.geometry.orientation_code(),
+        mb.geometry.shape(),
+        mb.geometry.orientation_code()
+    );
+    // Everything measured first (printed), then checked.
+    let pairs: Vec<_> = [JointSide::Left, JointSide::Right]
+        .into_iter()
+        .map(|side| {
+            let ja = a.iter().find(|j| j.side == side);
+            let jb = b.iter().find(|j| j.side == side);
+            if let (Some(ja), Some(jb)) = (ja, jb) {
+                let d = (0..3)
+                    .map(|x| (ja.center_mm[x] - jb.center_mm[x]).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let (alo, ahi) = voi_world_box(ras.image.geometry(), ja);
+                let (blo, bhi) = voi_world_box(psl.image.geometry(), jb);
+                eprintln!(
+                    "{side:?}: centres {d:.2e} mm apart; VOI world box RAS {alo:.1?}..{ahi:.1?}, PSL {blo:.1?}..{bhi:.1?}"
+                );
+            }
+            (side, ja, jb)
+        })
+        .collect();
+    let same_grid = ma.geometry.check_same(&mb.geometry, 1e-9);
+    assert!(same_grid.is_ok(), "coarse grids differ: {same_grid:?}");
+    let net_diff = ma
+        .network
+        .as_ref()
+        .unwrap()
+        .iter()
+        .zip(mb.network.as_ref().unwrap().iter())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!("network probability: largest difference {net_diff:.2e}");
+    assert!(net_diff < 1e-4);
+    check_two("RAS", &ras, &a);
+    check_two("PSL", &psl, &b);
+    for (side, ja, jb) in pairs {
+        let (ja, jb) = (ja.unwrap(), jb.unwrap());
+        let d = (0..3)
+            .map(|x| (ja.center_mm[x] - jb.center_mm[x]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            d < 0.05,
+            "{side:?}: {:?} vs {:?}",
+            ja.center_mm,
+            jb.center_mm
+        );
+        assert!((ja.score - jb.score).abs() < 1e-4);
+        let (alo, ahi) = voi_world_box(ras.image.geometry(), ja);
+        let (blo, bhi) = voi_world_box(psl.image.geometry(), jb);
+        // The same extent along every world axis, and the same place up to the rounding of
+        // the start to a whole voxel (one voxel).
+        for x in 0..3 {
+            let (ea, eb) = (ahi[x] - alo[x], bhi[x] - blo[x]);
+            assert!(
+                (ea - eb).abs() < 1e-6,
+                "{side:?} world axis {x}: {ea} vs {eb} mm"
+            );
+            assert!(
+                (alo[x] - blo[x]).abs() <= SPACING + 1e-6,
+                "{side:?} world axis {x}: VOI from {} vs {} mm",
+                alo[x],
+                blo[x]
+            );
+        }
+    }
+}
+
+/// A locator file written before the `orientation` key existed (the trained one with the key
+/// removed) loads as a stored-order locator and behaves as before: on an RAS-stored CT the
+/// same joints as with the key (the frame is the stored order there), and on a PSL-stored one
+/// it still runs its network on the coarse grid of the stored axes, as it was trained.
+#[test]
+fn locator_file_without_orientation_locates_in_stored_order_as_before() {
+    let path = trained();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(v["orientation"], "RAS");
+    v.as_object_mut().unwrap().remove("orientation");
+    // Next to the original, so that the relative checkpoint path resolves.
+    let old_path = path.with_file_name("locator-without-orientation.json");
+    std::fs::write(&old_path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let old = Locator::load(&old_path, Device::Cpu).unwrap();
+    let new = Locator::load(path, Device::Cpu).unwrap();
+    assert_eq!(old.spec.orientation, None);
+    assert_eq!(new.spec.orientation.as_deref(), Some("RAS"));
+
+    let ras = held_out();
+    let a = old.locate(&ras.image).unwrap();
+    assert_eq!(a, new.locate(&ras.image).unwrap());
+    check_two("old file, RAS", &ras, &a);
+
+    // Stored order on the PSL copy: the coarse grid has the stored axes, and the network
+    // probability is the network's output on the stored-order coarse image.
+    let psl = stored_as(&ras, "PSL");
+    let maps = old.coarse_maps(&psl.image).unwrap();
+    let stored = downsample(&psl.image, old.spec.coarse_spacing_mm, None).unwrap();
+    assert_eq!(maps.geometry.orientation_code(), "PSL");
+    maps.geometry.check_same(stored.geometry(), 0.0).unwrap();
+    let net = old.net.as_ref().unwrap();
+    let p = net.predict(&stored, None).unwrap();
+    let direct = p.probabilities[1].data();
+    let diff = direct
+        .iter()
+        .zip(maps.network.as_ref().unwrap().iter())
+        .fold(0.0f32, |m, (x, y)| m.max((x.clamp(0.0, 1.0) - y).abs()));
+    assert_eq!(diff, 0.0);
 }
