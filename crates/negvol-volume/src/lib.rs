@@ -100,6 +100,7 @@ mod dicom;
 mod error;
 mod geometry;
 mod nifti_io;
+mod rawdata;
 mod reorient;
 mod resample;
 mod scalar;
