@@ -373,12 +373,6 @@ pub fn read_nifti_frame<T: NiftiScalar>(path: impl AsRef<Path>, frame: u64) -> R
     )
 }
 
-/// Read a mask: voxels are `true` where the stored (scaled) value is nonzero. NaN voxels are
-/// an error.
-pub fn read_mask(path: impl AsRef<Path>) -> Result<Volume<bool>> {
-    read_nifti(path)
-}
-
 /// [`read_nifti`] with explicit options (voxel limit, frame).
 pub fn read_nifti_with<T: NiftiScalar>(
     path: impl AsRef<Path>,
@@ -890,11 +884,6 @@ pub fn write_nifti_as<T: NiftiScalar>(
             ..NiftiWriteOptions::default()
         },
     )
-}
-
-/// Write a mask as u8 0/1.
-pub fn write_mask(path: impl AsRef<Path>, vol: &Volume<bool>) -> Result<()> {
-    write_nifti(path, vol)
 }
 
 /// [`write_nifti`] with explicit options (datatype, scaling, compression level, codes).

@@ -3,7 +3,7 @@
 //! arrays in negvol's `(i, j, k)` C order, with range checks.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -200,4 +200,193 @@ pub(crate) fn atomic_write(
         WriteErr::Io(e) => VolumeError::io(path, e),
         WriteErr::Volume(e) => e,
     })
+}
+
+/// Read exactly `nbytes` bytes from `r`; fewer is a "truncated" format error that names
+/// `path` and says where the data were expected (`what`, e.g. "at offset 352").
+pub(crate) fn read_exact_data(
+    r: &mut dyn Read,
+    nbytes: u64,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let cap = usize::try_from(nbytes)
+        .map_err(|_| VolumeError::format(path, format!("{nbytes} bytes of voxel data overflow")))?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(cap)
+        .map_err(|e| VolumeError::format(path, format!("cannot allocate {nbytes} bytes: {e}")))?;
+    r.take(nbytes)
+        .read_to_end(&mut bytes)
+        .map_err(|e| gz_io(path, e))?;
+    if (bytes.len() as u64) < nbytes {
+        return Err(VolumeError::format(
+            path,
+            format!(
+                "truncated: header promises {nbytes} bytes of voxel data {what}, found only {}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Skip `n` bytes of `r`; a shorter stream is a "truncated" format error.
+pub(crate) fn skip_bytes(r: &mut dyn Read, n: u64, path: &Path, what: &str) -> Result<()> {
+    let got = std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|e| gz_io(path, e))?;
+    if got < n {
+        return Err(VolumeError::format(
+            path,
+            format!("truncated: {what}: file ends {} bytes early", n - got),
+        ));
+    }
+    Ok(())
+}
+
+/// Elements `(frame, i, j, k)` of an array of `elem`-byte values stored first axis fastest
+/// with the given per-axis element strides: frame `frame`'s bytes in i-fastest order.
+pub(crate) fn gather_frame(
+    bytes: &[u8],
+    elem: usize,
+    shape: [usize; 3],
+    strides: [usize; 3],
+    frame_offset: usize,
+) -> Vec<u8> {
+    let n = shape.iter().product::<usize>();
+    let mut out = Vec::with_capacity(n * elem);
+    for k in 0..shape[2] {
+        for j in 0..shape[1] {
+            for i in 0..shape[0] {
+                let e = frame_offset + i * strides[0] + j * strides[1] + k * strides[2];
+                out.extend_from_slice(&bytes[e * elem..(e + 1) * elem]);
+            }
+        }
+    }
+    out
+}
+
+/// Turn voxels in file order (i fastest) into a volume of `T`, with `(slope, inter)`
+/// applied; a value `T` cannot hold is a [`VolumeError::ValueOutOfRange`] naming `path`.
+pub(crate) fn volume_from_bytes<T: NiftiScalar>(
+    bytes: &[u8],
+    dtype: NiftiDtype,
+    endian: Endianness,
+    geometry: crate::Geometry,
+    path: &Path,
+) -> Result<Volume<T>> {
+    let shape = geometry.shape();
+    let data: Vec<T> = decode(bytes, dtype, endian, 1.0, 0.0)
+        .map_err(|(p, v)| out_of_range::<T>(path.display().to_string(), p, v, shape))?;
+    let data = fortran_to_c(&data, shape);
+    let arr = ndarray::Array3::from_shape_vec((shape[0], shape[1], shape[2]), data)
+        .map_err(|e| VolumeError::format(path, format!("internal shape error: {e}")))?;
+    Volume::new(arr, geometry)
+}
+
+/// Values written as text (NRRD `ascii` encoding, MetaImage `BinaryData = False`): the
+/// first `n` numbers separated by whitespace or commas, each checked to be representable
+/// in the stored type `dtype` and returned as little-endian bytes of that type. Fewer
+/// numbers is a "truncated" error; a token that is not a number names its position.
+pub(crate) fn text_values_to_bytes(
+    text: &str,
+    n: usize,
+    dtype: NiftiDtype,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n.saturating_mul(dtype.size()))
+        .map_err(|e| VolumeError::format(path, format!("cannot allocate {n} values: {e}")))?;
+    let mut count = 0usize;
+    for tok in text
+        .split(|c: char| c.is_ascii_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+    {
+        if count == n {
+            break;
+        }
+        let v = parse_text_number(tok).ok_or_else(|| {
+            VolumeError::format(
+                path,
+                format!("text data: value #{count} {tok:?} is not a number"),
+            )
+        })?;
+        let r = fits(dtype, v).ok_or_else(|| {
+            VolumeError::format(
+                path,
+                format!("text data: value #{count} ({tok}) does not fit the stored type {dtype}"),
+            )
+        })?;
+        push_value(&mut out, dtype, r);
+        count += 1;
+    }
+    if count < n {
+        return Err(VolumeError::format(
+            path,
+            format!("truncated: header promises {n} text values, found only {count}"),
+        ));
+    }
+    Ok(out)
+}
+
+/// A number as text: integers exactly (also beyond 2^53, as f64 rounding allows), floats,
+/// and `nan` / `inf` in any case.
+fn parse_text_number(tok: &str) -> Option<f64> {
+    if let Ok(i) = tok.parse::<i128>() {
+        return Some(i as f64);
+    }
+    parse_f64(tok)
+}
+
+/// An f64 written in C's `printf`/`strtod` style, also `nan`, `inf`, `infinity` in any case
+/// with an optional sign.
+pub(crate) fn parse_f64(tok: &str) -> Option<f64> {
+    let t = tok.trim();
+    let (sign, rest) = match t.strip_prefix('-') {
+        Some(r) => (-1.0, r),
+        None => (1.0, t.strip_prefix('+').unwrap_or(t)),
+    };
+    match rest.to_ascii_lowercase().as_str() {
+        "nan" => return Some(f64::NAN),
+        "inf" | "infinity" => return Some(sign * f64::INFINITY),
+        _ => {}
+    }
+    // Rust accepts "1e5", "1.", ".5" like strtod; it refuses hex floats, which no writer of
+    // these formats emits.
+    t.parse::<f64>().ok()
+}
+
+/// Append `v` (already checked to fit) as a little-endian value of `dtype`.
+fn push_value(out: &mut Vec<u8>, dtype: NiftiDtype, v: f64) {
+    match dtype {
+        NiftiDtype::U8 => out.push(v as u8),
+        NiftiDtype::I8 => out.push((v as i8) as u8),
+        NiftiDtype::I16 => out.extend_from_slice(&(v as i16).to_le_bytes()),
+        NiftiDtype::U16 => out.extend_from_slice(&(v as u16).to_le_bytes()),
+        NiftiDtype::I32 => out.extend_from_slice(&(v as i32).to_le_bytes()),
+        NiftiDtype::U32 => out.extend_from_slice(&(v as u32).to_le_bytes()),
+        NiftiDtype::I64 => out.extend_from_slice(&(v as i64).to_le_bytes()),
+        NiftiDtype::U64 => out.extend_from_slice(&(v as u64).to_le_bytes()),
+        NiftiDtype::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+        NiftiDtype::F64 => out.extend_from_slice(&v.to_le_bytes()),
+    }
+}
+
+/// The number of voxels and of bytes of an array with dimensions `dims` of `elem`-byte
+/// values, or a format error naming `field` when the product overflows u64.
+pub(crate) fn checked_size(
+    dims: &[u64],
+    elem: usize,
+    path: &Path,
+    field: &str,
+) -> Result<(u64, u64)> {
+    let nvox = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            VolumeError::format(path, format!("{field} {dims:?}: the voxel count overflows"))
+        })?;
+    let nbytes = nvox.checked_mul(elem as u64).ok_or_else(|| {
+        VolumeError::format(path, format!("{field} {dims:?}: the byte count overflows"))
+    })?;
+    Ok((nvox, nbytes))
 }
