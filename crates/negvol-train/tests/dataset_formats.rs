@@ -578,8 +578,9 @@ fn slicer_segments_are_labels_by_name() {
     // A grid shifted by half a voxel is refused, and so is one sticking out of the image.
     for shift in [0.5, -(lo[0] as f64) - 1.0] {
         let mut b = a;
-        for r in 0..3 {
-            b[r][3] += shift * g.affine()[r][0];
+        // Along the image's first axis (its last row is [0, 0, 0, 1]: no change there).
+        for (row, image_row) in b.iter_mut().zip(g.affine()) {
+            row[3] += shift * image_row[0];
         }
         let moved = Volume::new(
             cropped.data().clone(),
