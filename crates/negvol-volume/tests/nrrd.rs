@@ -295,34 +295,36 @@ fn written_files_look_like_slicer_and_itk_files() {
 }
 
 #[test]
-fn masks_read_nonzero_as_true_like_nifti() {
+fn masks_read_nonzero_as_true_in_every_format_like_nifti() {
     let dir = tempfile::tempdir().unwrap();
     let vals = ramp([2, 2, 2], |p| {
         [0.0f32, 1.0, 2.0, -0.5, 0.0, 0.25, 7.0, 0.0][p]
     });
-    let (nii, nrrd) = (dir.path().join("m.nii"), dir.path().join("m.nrrd"));
+    let nii = dir.path().join("m.nii");
     write_nifti(&nii, &vals).unwrap();
-    write_nrrd(&nrrd, &vals).unwrap();
-    assert_eq!(
-        read_mask(&nrrd).unwrap().data(),
-        read_mask(&nii).unwrap().data()
-    );
+    let want = read_mask(&nii).unwrap();
+    assert_eq!(want.data().iter().filter(|b| **b).count(), 5);
     let nan = ramp([2, 2, 2], |p| if p == 5 { f32::NAN } else { 1.0 });
-    write_nifti(&nii, &nan).unwrap();
-    write_nrrd(&nrrd, &nan).unwrap();
-    let (a, b) = (read_mask(&nii).unwrap_err(), read_mask(&nrrd).unwrap_err());
-    for e in [a, b] {
-        assert!(
-            matches!(
-                e,
-                VolumeError::ValueOutOfRange {
-                    index: [1, 0, 1],
-                    ..
-                }
-            ),
-            "{e}"
-        );
+    let is_nan_error = |e: &VolumeError| {
+        matches!(
+            e,
+            VolumeError::ValueOutOfRange {
+                index: [1, 0, 1],
+                ..
+            }
+        )
+    };
+    for name in ["m.nrrd", "m.nhdr", "m.mha", "m.mhd"] {
+        let p = dir.path().join(name);
+        write_volume(&p, &vals).unwrap();
+        assert_eq!(read_mask(&p).unwrap().data(), want.data(), "{name}");
+        write_volume(&p, &nan).unwrap();
+        let e = read_mask(&p).unwrap_err();
+        assert!(is_nan_error(&e), "{name}: {e}");
     }
+    write_nifti(&nii, &nan).unwrap();
+    let e = read_mask(&nii).unwrap_err();
+    assert!(is_nan_error(&e), "{e}");
 }
 
 // ------------------------------------------------------------------------------------------
