@@ -1,5 +1,5 @@
-//! Connected components of a NIfTI mask (`negvol_metrics::components`): count, the largest
-//! components with their size and centroid, and optionally the label map.
+//! Connected components of a mask, NIfTI, NRRD or MetaImage (`negvol_metrics::components`):
+//! count, the largest components with their size and centroid, and optionally the label map.
 //!
 //! ```text
 //! cargo run --release --no-default-features --example components -- --mask m.nii.gz \
@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use negvol_suite::metrics::{component_stats, label_components, Connectivity};
-use negvol_suite::volume::{read_mask, write_nifti, Volume};
+use negvol_suite::volume::{read_mask, write_volume, Volume};
 
 #[derive(Debug, Parser)]
-#[command(about = "Connected components of a NIfTI mask (nonzero = foreground)")]
+#[command(about = "Connected components of a NIfTI/NRRD/MetaImage mask (nonzero = foreground)")]
 struct Args {
     /// The mask.
     #[arg(long)]
@@ -27,7 +27,8 @@ struct Args {
     /// How many of the largest components to list.
     #[arg(long, default_value_t = 10)]
     top: usize,
-    /// Write the label map (u32: 0 background, 1..=n in index order of the first voxel).
+    /// Write the label map (u32: 0 background, 1..=n in index order of the first voxel),
+    /// in the format its name calls for (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd).
     #[arg(long)]
     labels_out: Option<PathBuf>,
     /// Label this many times and report the fastest run.
@@ -81,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     if let Some(p) = &a.labels_out {
-        write_nifti(p, &Volume::new(labelling.labels, g.clone())?)?;
+        write_volume(p, &Volume::new(labelling.labels, g.clone())?)?;
     }
     if a.json {
         let doc = serde_json::json!({

@@ -1,4 +1,5 @@
-//! Segmentation metrics of NIfTI masks, with stated definitions (see `negvol-metrics`).
+//! Segmentation metrics of masks (NIfTI, NRRD or MetaImage), with stated definitions (see
+//! `negvol-metrics`).
 //!
 //! Single pair:
 //!   metrics --reference A.nii.gz --prediction B.nii.gz [--labels 1,2] [--percentile 95]
@@ -15,7 +16,9 @@ use negvol_suite::metrics::{
     csv_table, evaluate_labels, evaluate_pair, CaseRow, Connectivity, EvalOptions, PairMetrics,
     Report,
 };
-use negvol_suite::volume::{read_mask, read_nifti, Geometry, Volume};
+use negvol_suite::volume::{
+    read_mask, read_volume, Geometry, ImageFormat, Volume, SUPPORTED_EXTENSIONS,
+};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,7 +36,9 @@ enum Variant {
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "Segmentation metrics (Dice, HD, HDp, ASSD, MSD, NSD, ...) of NIfTI masks")]
+#[command(
+    about = "Segmentation metrics (Dice, HD, HDp, ASSD, MSD, NSD, ...) of NIfTI/NRRD/MetaImage masks"
+)]
 struct Args {
     /// Reference (ground-truth) mask or label map.
     #[arg(long, requires = "prediction", conflicts_with = "reference_dir")]
@@ -120,8 +125,8 @@ fn evaluate_files(
         })
     };
     if a.labels.is_some() {
-        let r: Volume<u8> = read_nifti(reference)?;
-        let p: Volume<u8> = read_nifti(prediction)?;
+        let r: Volume<u8> = read_volume(reference)?;
+        let p: Volume<u8> = read_volume(prediction)?;
         geometry_check(r.geometry(), p.geometry())?;
         let t = Instant::now();
         let res = evaluate_labels(
@@ -162,11 +167,11 @@ fn write_atomic(path: &Path, text: &str) -> AnyResult<()> {
     Ok(())
 }
 
-fn nifti_files(dir: &Path) -> AnyResult<Vec<String>> {
+fn volume_files(dir: &Path) -> AnyResult<Vec<String>> {
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        if ImageFormat::from_name(&name).is_some() {
             names.push(name);
         }
     }
@@ -211,13 +216,18 @@ fn run(a: Args) -> AnyResult<()> {
     let (Some(rd), Some(pd)) = (&a.reference_dir, &a.prediction_dir) else {
         return Err("give --reference/--prediction or --reference-dir/--prediction-dir".into());
     };
-    let names = nifti_files(rd)?;
+    let names = volume_files(rd)?;
     let missing: Vec<&String> = names.iter().filter(|n| !pd.join(n).exists()).collect();
     if !missing.is_empty() {
         return Err(format!("no prediction in {} for {missing:?}", pd.display()).into());
     }
     if names.is_empty() {
-        return Err(format!("no .nii/.nii.gz files in {}", rd.display()).into());
+        return Err(format!(
+            "no volume files ({}) in {}",
+            SUPPORTED_EXTENSIONS.join(" "),
+            rd.display()
+        )
+        .into());
     }
     let results: Vec<AnyResult<(String, PerLabel)>> = names
         .par_iter()

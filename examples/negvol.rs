@@ -15,7 +15,7 @@ use clap::{Parser, ValueEnum};
 use negvol::{derive_nv, write_outputs, Method, NvConfig, OutputOptions, SideSplit};
 use negvol_metrics::pair::{evaluate_pair, EvalOptions};
 use negvol_phantom::{generate, PhantomConfig};
-use negvol_volume::{read_mask, read_nifti, write_mask, write_nifti, Volume};
+use negvol_volume::{read_image, read_mask, write_mask, write_nifti, Volume};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MethodArg {
@@ -41,13 +41,15 @@ enum SplitArg {
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Mandibular condyle mask (NIfTI). Without --mc/--tb a built-in phantom is used.
+    /// Mandibular condyle mask (NIfTI, NRRD or MetaImage; nonzero = inside). Without
+    /// --mc/--tb a built-in phantom is used.
     #[arg(long, requires = "tb")]
     mc: Option<PathBuf>,
-    /// Temporal bone mask (NIfTI), same grid as --mc.
+    /// Temporal bone mask (NIfTI, NRRD or MetaImage), same grid as --mc.
     #[arg(long, requires = "mc")]
     tb: Option<PathBuf>,
-    /// Image (CT/CBCT, NIfTI) drawn under the overlays of the PNG pictures.
+    /// Image (CT/CBCT: NIfTI, NRRD, MetaImage or a DICOM series folder) drawn under the
+    /// overlays of the PNG pictures.
     #[arg(long)]
     image: Option<PathBuf>,
     /// Output folder.
@@ -107,7 +109,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (mc, tb, image, phantom) = match (&args.mc, &args.tb) {
         (Some(mc), Some(tb)) => {
             let image = match &args.image {
-                Some(p) => Some(read_nifti::<f32>(p)?),
+                Some(p) => Some(read_image(p)?),
                 None => None,
             };
             (read_mask(mc)?, read_mask(tb)?, image, None)

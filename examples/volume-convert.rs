@@ -1,11 +1,15 @@
-//! Convert a NIfTI file: pick a frame, reorient, resample, change the datatype; or voxelize
-//! an STL mesh onto a reference grid. Prints a JSON report.
+//! Convert between volume formats (NIfTI `.nii`/`.nii.gz`, NRRD `.nrrd`/`.nhdr`, MetaImage
+//! `.mha`/`.mhd`, chosen by the names; a DICOM series folder as input): pick a frame (a layer
+//! of a 4D `.seg.nrrd`), reorient, resample, change the datatype; or voxelize an STL mesh onto
+//! a reference grid. Prints a JSON report.
 //!
 //! ```sh
 //! cargo run --example volume-convert -- ct.nii.gz ct_ras.nii.gz --reorient RAS --spacing 0.5,0.5,0.5
 //! cargo run --example volume-convert -- labels.nii.gz l.nii.gz --spacing 1,1,1 --interp nearest --dtype u8
-//! cargo run --example volume-convert -- dicom/CT/ ct.nii.gz --dtype i16
-//! cargo run --example volume-convert -- condyle.stl condyle_mask.nii.gz --like ct.nii.gz
+//! cargo run --example volume-convert -- dicom/CT/ ct.nrrd --dtype i16
+//! cargo run --example volume-convert -- P1.mha P1.nii.gz
+//! cargo run --example volume-convert -- Segmentation.seg.nrrd layer1.nii.gz --frame 1
+//! cargo run --example volume-convert -- condyle.stl condyle_mask.nii.gz --like ct.mha
 //! ```
 
 use std::path::PathBuf;
@@ -22,11 +26,14 @@ enum Interp {
 }
 
 #[derive(Parser)]
-#[command(about = "Convert/reorient/resample NIfTI files, or voxelize STL meshes")]
+#[command(
+    about = "Convert/reorient/resample NIfTI, NRRD and MetaImage files, or voxelize STL meshes"
+)]
 struct Args {
-    /// Input .nii / .nii.gz, a DICOM series folder, or .stl with --like.
+    /// Input .nii / .nii.gz / .nrrd / .nhdr / .mha / .mhd, a DICOM series folder, or .stl
+    /// with --like.
     input: PathBuf,
-    /// Output .nii / .nii.gz (gzip by extension).
+    /// Output .nii / .nii.gz (gzip by extension), .nrrd / .nhdr (gzip), .mha / .mhd (zlib).
     output: PathBuf,
     /// Output datatype: u8 i8 i16 u16 i32 u32 i64 u64 f32 f64.
     #[arg(long)]
@@ -40,10 +47,10 @@ struct Args {
     /// Interpolation for --spacing.
     #[arg(long, value_enum, default_value = "linear")]
     interp: Interp,
-    /// Frame of a 4D input.
+    /// Frame of a 4D input (a layer of a 4D NRRD such as a Slicer .seg.nrrd).
     #[arg(long)]
     frame: Option<u64>,
-    /// Reference NIfTI whose grid an STL input is voxelized onto.
+    /// Reference volume (any format above) whose grid an STL input is voxelized onto.
     #[arg(long)]
     like: Option<PathBuf>,
 }

@@ -1,10 +1,12 @@
-//! Print what a NIfTI or STL file holds, as JSON: shape, spacing, affine, orientation,
-//! datatype, value range (NIfTI) or triangle count, closedness, volume (STL). Given a
-//! directory, describes every `.nii`, `.nii.gz` and `.stl` in it (not recursively), or, if
-//! it has none, reads it as a DICOM series (shape, spacing, RAS affine, HU range).
+//! Print what a volume or mesh file holds, as JSON: shape, spacing, affine, orientation,
+//! datatype, value range (NIfTI, NRRD, MetaImage; a 3D Slicer `.seg.nrrd` also lists its
+//! segments) or triangle count, closedness, volume (STL). Given a directory, describes every
+//! `.nii`, `.nii.gz`, `.nrrd`, `.nhdr`, `.mha`, `.mhd` and `.stl` in it (not recursively), or,
+//! if it has none, reads it as a DICOM series (shape, spacing, RAS affine, HU range).
 //!
 //! ```sh
 //! cargo run --example volume-info -- ct.nii.gz
+//! cargo run --example volume-info -- Segmentation.seg.nrrd
 //! cargo run --example volume-info -- annotations/
 //! ```
 
@@ -12,12 +14,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use negvol_volume::{dicom_info, file_kind, nifti_info, stl_info, FileKind};
+use negvol_volume::{dicom_info, file_kind, image_info, nifti_info, stl_info, FileKind};
 
 #[derive(Parser)]
-#[command(about = "Describe NIfTI/STL files as JSON")]
+#[command(about = "Describe NIfTI/NRRD/MetaImage/STL files (or a DICOM series folder) as JSON")]
 struct Args {
-    /// A .nii, .nii.gz or .stl file, or a directory of them.
+    /// A .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or .stl file, or a directory of them.
     path: PathBuf,
 }
 
@@ -25,6 +27,7 @@ fn describe(p: &Path) -> serde_json::Value {
     let r = match file_kind(p) {
         Some(FileKind::Stl) => stl_info(p).map(serde_json::to_value),
         Some(FileKind::Directory) => dicom_info(p).map(serde_json::to_value),
+        Some(FileKind::Nrrd | FileKind::MetaImage) => image_info(p).map(serde_json::to_value),
         _ => nifti_info(p).map(serde_json::to_value),
     };
     match r {
@@ -39,14 +42,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<PathBuf> = if args.path.is_dir() {
         let mut f: Vec<PathBuf> = std::fs::read_dir(&args.path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(file_kind(p), Some(FileKind::Nifti | FileKind::Stl)))
+            .filter(|p| {
+                matches!(
+                    file_kind(p),
+                    Some(FileKind::Nifti | FileKind::Nrrd | FileKind::MetaImage | FileKind::Stl)
+                )
+            })
             .collect();
         f.sort();
         f
     } else {
         Vec::new()
     };
-    // A folder of NIfTI/STL files is listed; any other folder is read as a DICOM series.
+    // A folder of volume/STL files is listed; any other folder is read as a DICOM series.
     let out = if !files.is_empty() {
         serde_json::Value::Array(files.iter().map(|p| describe(p)).collect())
     } else {

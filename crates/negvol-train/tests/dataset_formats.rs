@@ -276,8 +276,10 @@ fn bad_nnunet_datasets_are_clear_errors() {
     let err = |r: negvol_train::Result<DatasetSpec>| r.unwrap_err().to_string();
     let e = err(with(&|v| v["channel_names"]["1"] = "MR".into()));
     assert!(e.contains("2 input channels"), "{e}");
-    let e = err(with(&|v| v["file_ending"] = ".mha".into()));
-    assert!(e.contains(".mha"), "{e}");
+    // NIfTI, NRRD and MetaImage endings are read (see nrrd_and_metaimage_datasets...); a
+    // format negvol does not read is refused by name.
+    let e = err(with(&|v| v["file_ending"] = ".gipl".into()));
+    assert!(e.contains(".gipl") && e.contains(".mha"), "{e}");
     let e = err(with(&|v| v["numTraining"] = 5.into()));
     assert!(e.contains("numTraining is 5"), "{e}");
     // Label map holds a value (2 = tb) that the declaration no longer lists.
@@ -457,4 +459,220 @@ fn a_case_image_may_be_a_dicom_series_folder() {
         spec.cases[0].read_mask("mc").unwrap().data(),
         &mask.data().mapv(|v| v == 1)
     );
+}
+
+/// Rewrite every NIfTI file under `dir` (recursively) in another format by name (`ext` for
+/// images, `label_ext` for everything else), removing the NIfTI.
+fn convert_tree(dir: &Path, ext: &str, label_ext: &str) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            convert_tree(&p, ext, label_ext);
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".nii.gz") else {
+            continue;
+        };
+        let h = negvol_volume::read_nifti_header(&p).unwrap();
+        let v = read_nifti::<f64>(&p).unwrap();
+        let image = stem == "image" || stem.ends_with("_0000");
+        let out = p.with_file_name(format!("{stem}{}", if image { ext } else { label_ext }));
+        negvol_volume::write_volume_as(&out, &v, h.dtype().unwrap()).unwrap();
+        std::fs::remove_file(&p).unwrap();
+    }
+}
+
+#[test]
+fn nrrd_and_metaimage_datasets_read_like_nifti() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = targets(&["mc", "tb", "nv"]);
+    let src = dir.path().join("ph");
+    let spec = phantoms(&src, 2);
+    let native = spec.load(&t).unwrap();
+    // Case folders: image.mha (ToothFairy-style) with masks as .seg.nrrd, then image.nrrd
+    // with .mhd masks (+ .zraw data files).
+    for (image_ext, label_ext) in [(".mha", ".seg.nrrd"), (".nrrd", ".mhd"), (".nhdr", ".mha")] {
+        let copy = dir.path().join(format!("copy{}", &image_ext[1..]));
+        std::fs::create_dir_all(&copy).unwrap();
+        for c in ["case_000", "case_001"] {
+            std::fs::create_dir_all(copy.join(c)).unwrap();
+            for f in std::fs::read_dir(src.join(c)).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, copy.join(c).join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        convert_tree(&copy, image_ext, label_ext);
+        let s = DatasetSpec::open(&copy).unwrap();
+        assert_eq!(
+            s.cases[0].image,
+            copy.join(format!("case_000/image{image_ext}"))
+        );
+        assert_eq!(
+            s.common_targets(),
+            targets(&["label_map", "mc", "nv", "tb"])
+        );
+        assert_same_cases(&native, &s.load(&t).unwrap(), image_ext);
+        let m = s.cases[1].read_mask("tb").unwrap();
+        assert_eq!(m, spec.cases[1].read_mask("tb").unwrap(), "{label_ext}");
+    }
+    // nnU-Net v2 raw datasets with .nrrd and .mha endings (what nnU-Net reads via SimpleITK).
+    let mut o = NnUnetExport::new(t.clone());
+    o.folds = None;
+    for ending in [".nrrd", ".mha"] {
+        let out = dir.path().join(format!("Dataset50{}_TMJ", ending.len()));
+        export_nnunet(&spec, &out, &o).unwrap();
+        convert_tree(&out, ending, ending);
+        let manifest = out.join("dataset.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        v["file_ending"] = ending.into();
+        std::fs::write(&manifest, v.to_string()).unwrap();
+        let s = DatasetSpec::open(&out).unwrap();
+        assert_eq!(
+            s.cases[0].image,
+            out.join(format!("imagesTr/case_000_0000{ending}"))
+        );
+        assert_same_cases(&native, &s.load(&t).unwrap(), ending);
+        let listed = negvol_train::dataset::list_images(&out.join("imagesTr")).unwrap();
+        assert_eq!(listed[1].0, "case_001");
+    }
+}
+
+#[test]
+fn slicer_segments_are_labels_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("ph");
+    let spec = phantoms(&src, 1);
+    let t = targets(&["mc", "tb", "nv"]);
+    let native = spec.load(&t).unwrap();
+    // One Slicer label map holding the three structures, as 3D Slicer writes a segmentation
+    // whose segments do not overlap (the phantom's label map: mc 1, tb 2, nv 3).
+    let lm = read_nifti::<u8>(src.join("case_000/label_map.nii.gz")).unwrap();
+    let keys = |segs: &[(&str, u32)]| -> Vec<(String, String)> {
+        segs.iter()
+            .enumerate()
+            .flat_map(|(n, (name, value))| {
+                [
+                    (format!("Segment{n}_ID"), format!("Segment_{}", n + 1)),
+                    (format!("Segment{n}_Name"), name.to_string()),
+                    (format!("Segment{n}_LabelValue"), value.to_string()),
+                    (format!("Segment{n}_Layer"), "0".to_string()),
+                ]
+            })
+            .collect()
+    };
+    let o = negvol_volume::NrrdWriteOptions {
+        key_values: keys(&[("condyle", 1), ("temporal bone", 2), ("negative volume", 3)]),
+        ..Default::default()
+    };
+    let seg = src.join("case_000/Segmentation.seg.nrrd");
+    negvol_volume::write_nrrd_with(&seg, &lm, &o).unwrap();
+    let manifest = dir.path().join("m.json");
+    let label = |name: &str| serde_json::json!({"path": "ph/case_000/Segmentation.seg.nrrd", "segment": name});
+    let doc = serde_json::json!({"cases": [{"id": "case_000",
+        "image": "ph/case_000/image.nii.gz",
+        "labels": {"mc": label("condyle"), "tb": label("temporal bone"),
+                   "nv": label("Segment_3")}}]});
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let s = DatasetSpec::open(&manifest).unwrap();
+    assert!(matches!(
+        s.cases[0].labels["mc"],
+        LabelSource::Segment { ref segment, .. } if segment == "condyle"
+    ));
+    assert_eq!(
+        s.cases[0].labels["tb"].describe(),
+        format!("segment \"temporal bone\" of {}", seg.display())
+    );
+    assert_same_cases(&native, &s.load(&t).unwrap(), "Slicer segments");
+    // The manifest round-trips.
+    let saved = dir.path().join("saved.json");
+    s.save_manifest(&saved).unwrap();
+    assert_eq!(DatasetSpec::open(&saved).unwrap(), s);
+    // Slicer may crop a segmentation to its extent ("crop to minimum extent"): a sub-grid of
+    // the image is placed on it. Here the negative volume alone, cropped to its bounding box.
+    let (l, g) = (lm.data(), lm.geometry());
+    let (mut lo, mut hi) = (g.shape(), [0usize; 3]);
+    for ((i, j, k), v) in l.indexed_iter() {
+        if *v == 3 {
+            for (a, x) in [i, j, k].into_iter().enumerate() {
+                lo[a] = lo[a].min(x);
+                hi[a] = hi[a].max(x + 1);
+            }
+        }
+    }
+    assert!(
+        lo.iter().all(|x| *x > 0),
+        "the crop must start inside the image"
+    );
+    assert_ne!(hi, g.shape());
+    let crop = l
+        .slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]])
+        .mapv(|v| u8::from(v == 3));
+    let mut a = g.affine();
+    let origin = g.voxel_to_world([lo[0] as f64, lo[1] as f64, lo[2] as f64]);
+    for r in 0..3 {
+        a[r][3] = origin[r];
+    }
+    let shape = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+    let cropped = Volume::new(crop, negvol_volume::Geometry::new(shape, a).unwrap()).unwrap();
+    let nv_only = negvol_volume::NrrdWriteOptions {
+        key_values: keys(&[("negative volume", 1)]),
+        ..Default::default()
+    };
+    let crop_path = src.join("case_000/nv.seg.nrrd");
+    negvol_volume::write_nrrd_with(&crop_path, &cropped, &nv_only).unwrap();
+    let crop_label =
+        serde_json::json!({"path": "ph/case_000/nv.seg.nrrd", "segment": "negative volume"});
+    let doc = serde_json::json!({"cases": [{"id": "case_000",
+        "image": "ph/case_000/image.nii.gz",
+        "labels": {"mc": label("condyle"), "tb": label("temporal bone"),
+                   "nv": crop_label}}]});
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let s = DatasetSpec::open(&manifest).unwrap();
+    assert_same_cases(&native, &s.load(&t).unwrap(), "cropped Slicer segment");
+    // A grid shifted by half a voxel is refused, and so is one sticking out of the image.
+    for shift in [0.5, -(lo[0] as f64) - 1.0] {
+        let mut b = a;
+        // Along the image's first axis (its last row is [0, 0, 0, 1]: no change there).
+        for (row, image_row) in b.iter_mut().zip(g.affine()) {
+            row[3] += shift * image_row[0];
+        }
+        let moved = Volume::new(
+            cropped.data().clone(),
+            negvol_volume::Geometry::new(shape, b).unwrap(),
+        )
+        .unwrap();
+        negvol_volume::write_nrrd_with(&crop_path, &moved, &nv_only).unwrap();
+        let e = s.load(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("case_000") && e.contains("does not match the image grid"),
+            "{shift}: {e}"
+        );
+    }
+    // An unknown segment names the ones there are.
+    negvol_volume::write_nrrd_with(&seg, &lm, &o).unwrap();
+    let doc = serde_json::json!({"cases": [{"id": "c", "image": "ph/case_000/image.nii.gz",
+        "labels": {"mc": label("fossa")}}]});
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let e = DatasetSpec::open(&manifest)
+        .unwrap()
+        .load(&targets(&["mc"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"fossa\"") && e.contains("condyle, temporal bone, negative volume"),
+        "{e}"
+    );
+    // "segment" needs an NRRD and excludes the other keys.
+    let parse = |s: &str| serde_json::from_str::<LabelSource>(s);
+    for bad in [
+        r#"{"path": "s.nii.gz", "segment": "condyle"}"#,
+        r#"{"path": "s.seg.nrrd", "segment": "condyle", "values": [1]}"#,
+        r#"{"path": "s.seg.nrrd", "segment": "condyle", "frame": "lps"}"#,
+        r#"{"path": "s.seg.nrrd", "segment": ""}"#,
+    ] {
+        assert!(parse(bad).is_err(), "{bad} parsed");
+    }
+    assert!(parse(r#"{"path": "s.nhdr", "segment": "x"}"#).is_ok());
 }

@@ -64,7 +64,7 @@ pub enum VolumeError {
         message: String,
     },
     /// A file's header claims more voxels than the configured limit; nothing was allocated.
-    #[error("{path}: header claims {voxels} voxels ({dims:?}), more than the limit of {limit} (raise NiftiReadOptions::max_voxels if this is intended)")]
+    #[error("{path}: header claims {voxels} voxels ({dims:?}), more than the limit of {limit} (raise the max_voxels read option if this is intended)")]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -76,7 +76,7 @@ pub enum VolumeError {
         limit: u64,
     },
     /// A 4D (or higher) file was read as a single 3D volume.
-    #[error("{path}: file has {frames} frames (dims {dims:?}); read one with read_nifti_frame")]
+    #[error("{path}: file has {frames} frames (dims {dims:?}); read one with a frame option (read_nifti_frame, ReadOptions::frame)")]
     NotThreeD {
         /// The file.
         path: PathBuf,
@@ -84,6 +84,14 @@ pub enum VolumeError {
         dims: Vec<u64>,
         /// Number of 3D frames.
         frames: u64,
+    },
+    /// A file name whose extension names no format negvol reads or writes.
+    #[error("{path}: unknown image format (supported: {})", supported.join(", "))]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// The extensions negvol handles.
+        supported: Vec<&'static str>,
     },
     /// A stored or computed value cannot be represented in the requested voxel type
     /// (out of range, or NaN for an integer type).

@@ -2,7 +2,8 @@
 //!
 //! Volumes with geometry for the negvol toolkit: [`Geometry`] (shape, spacing and the 4x4
 //! voxel-to-world affine) and [`Volume<T>`] (an `ndarray::Array3<T>` plus its geometry), with
-//! NIfTI-1/NIfTI-2 reading and writing.
+//! NIfTI-1/NIfTI-2, NRRD (3D Slicer, `.seg.nrrd` segmentations included) and MetaImage (ITK
+//! `.mha`/`.mhd`) reading and writing, and DICOM series reading.
 //!
 //! Conventions (shared by every negvol crate):
 //! - index order is NIfTI's `(i, j, k)`; an array has shape `[ni, nj, nk]` in standard
@@ -53,6 +54,41 @@
 //! # }
 //! ```
 //!
+//! ## Any format by name: NIfTI, NRRD, MetaImage
+//!
+//! [`read_volume`] / [`write_volume`] pick the format from the file name ([`ImageFormat`]:
+//! `.nii`, `.nii.gz`, `.nrrd`, `.seg.nrrd`, `.nhdr`, `.mha`, `.mhd`; anything else is a
+//! [`VolumeError::UnknownFormat`] listing them); [`read_image`] (f32, or a DICOM series
+//! folder), [`read_mask`] (nonzero = `true`, NaN refused, for every format) and
+//! [`write_mask`] go through them, so every negvol tool takes every format.
+//!
+//! - [NRRD](crate::read_nrrd) (`.nrrd`, detached `.nhdr`): NRRD0001-0005, every scalar type
+//!   and spelling, raw/gzip/ascii/hex, both byte orders, line and byte skips, 4D files with one
+//!   non-spatial axis read frame by frame, `space` RAS/LAS/LPS (and scanner-xyz, 3D-right-handed,
+//!   a bare `space dimension`, taken as LPS as ITK does) or `spacings`/`axis mins`; written as
+//!   NRRD0004 LPS, as 3D Slicer and ITK write. 3D Slicer segmentations: [`NrrdHeader::segments`]
+//!   and [`read_slicer_segment`].
+//! - [MetaImage](crate::read_metaimage) (`.mha`, `.mhd` + `.raw`/`.zraw`): ITK's keys, every
+//!   `MET_*` scalar type, zlib, both byte orders, `HeaderSize` (-1 too), text data; ITK's LPS
+//!   world and its `TransformMatrix` order (axis directions one after the other) converted to
+//!   negvol's RAS affine, checked against SimpleITK with a non-symmetric direction.
+//!
+//! Both are negvol's own codecs, refuse headers that claim more than
+//! [`ReadOptions::max_voxels`] voxels before allocating, and report every malformed header as
+//! a [`VolumeError`] naming the file and the field.
+//!
+//! ```
+//! use negvol_volume::*;
+//! # fn main() -> Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let mask = Volume::<bool>::zeros(Geometry::from_spacing([4, 4, 4], [0.5; 3])?);
+//! write_mask(dir.path().join("mc.seg.nrrd"), &mask)?;   // NRRD, gzip, LPS
+//! write_volume(dir.path().join("mc.mha"), &mask)?;       // MetaImage, zlib
+//! assert_eq!(read_mask(dir.path().join("mc.seg.nrrd"))?, read_mask(dir.path().join("mc.mha"))?);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Reorientation and resampling
 //!
 //! [`reorient`] permutes and flips axes exactly (no interpolation) so that the volume's
@@ -99,7 +135,11 @@ pub mod atomic;
 mod dicom;
 mod error;
 mod geometry;
+mod io;
+mod metaimage;
 mod nifti_io;
+mod nrrd;
+mod rawdata;
 mod reorient;
 mod resample;
 mod scalar;
@@ -112,18 +152,31 @@ mod voxelize;
 pub use dicom::{read_dicom_series, read_dicom_series_with, DicomReadOptions};
 pub use error::{Result, VolumeError};
 pub use geometry::Geometry;
+pub use io::{
+    read_mask, read_volume, read_volume_geometry, read_volume_with, write_mask, write_volume,
+    write_volume_as, ImageFormat, ReadOptions, SUPPORTED_EXTENSIONS,
+};
+pub use metaimage::{
+    read_metaimage, read_metaimage_geometry, read_metaimage_header, read_metaimage_with,
+    write_metaimage, write_metaimage_with, MetaDataFile, MetaImageHeader, MetaImageWriteOptions,
+};
 pub use nifti_io::{
-    read_mask, read_nifti, read_nifti_frame, read_nifti_from_bytes, read_nifti_geometry,
-    read_nifti_header, read_nifti_with, write_mask, write_nifti, write_nifti_as, write_nifti_with,
-    AffineSource, Endianness, NiftiHeader, NiftiReadOptions, NiftiWriteOptions, DEFAULT_MAX_VOXELS,
+    read_nifti, read_nifti_frame, read_nifti_from_bytes, read_nifti_geometry, read_nifti_header,
+    read_nifti_with, write_nifti, write_nifti_as, write_nifti_with, AffineSource, Endianness,
+    NiftiHeader, NiftiReadOptions, NiftiWriteOptions, DEFAULT_MAX_VOXELS,
+};
+pub use nrrd::{
+    read_nrrd, read_nrrd_geometry, read_nrrd_header, read_nrrd_with, read_slicer_segment,
+    write_nrrd, write_nrrd_with, NrrdEncoding, NrrdHeader, NrrdSpace, NrrdWriteOptions,
+    SlicerSegment,
 };
 pub use reorient::{parse_orientation_code, reorient, reorient_to_ras, AxisTransform};
 pub use resample::{resample, resample_to_spacing, spacing_geometry, Interpolation};
 pub use scalar::{NiftiDtype, NiftiScalar};
 pub use stl::{read_stl, read_stl_from_bytes, write_stl, TriMesh};
 pub use tools::{
-    convert, file_kind, nifti_info, read_image, stl_info, ConvertOptions, ConvertReport, FileKind,
-    NiftiInfo, StlInfo, ValueStats,
+    convert, file_kind, image_info, nifti_info, read_image, stl_info, ConvertOptions,
+    ConvertReport, FileKind, ImageInfo, NiftiInfo, StlInfo, ValueStats,
 };
 #[cfg(feature = "dicom")]
 pub use tools::{dicom_info, DicomSeriesInfo};

@@ -6,14 +6,13 @@
 //! The `nifti` crate is still used in the tests as an independent reader of what we write.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 use ndarray::Array3;
-use rayon::prelude::*;
 
 use crate::geometry::{det3, linear};
-use crate::scalar::fits;
+use crate::rawdata::{atomic_write, decode, fortran_to_c, gz_io, out_of_range, write_data};
 use crate::{Geometry, NiftiDtype, NiftiScalar, Result, Volume, VolumeError};
 
 /// Default for [`NiftiReadOptions::max_voxels`]: 2^31 voxels (e.g. 1290^3; a 686^3 CT has
@@ -374,12 +373,6 @@ pub fn read_nifti_frame<T: NiftiScalar>(path: impl AsRef<Path>, frame: u64) -> R
     )
 }
 
-/// Read a mask: voxels are `true` where the stored (scaled) value is nonzero. NaN voxels are
-/// an error.
-pub fn read_mask(path: impl AsRef<Path>) -> Result<Volume<bool>> {
-    read_nifti(path)
-}
-
 /// [`read_nifti`] with explicit options (voxel limit, frame).
 pub fn read_nifti_with<T: NiftiScalar>(
     path: impl AsRef<Path>,
@@ -516,101 +509,6 @@ fn read_source<T: NiftiScalar>(
     Volume::new(arr, geometry)
 }
 
-/// Reorder voxels from NIfTI order (i fastest) to C order (k fastest), in cache-friendly
-/// tiles, in parallel over blocks of `i`.
-fn fortran_to_c<T: Copy + Default + Send + Sync>(f: &[T], [ni, nj, nk]: [usize; 3]) -> Vec<T> {
-    const B: usize = 32;
-    let mut out = vec![T::default(); f.len()];
-    let plane = nj * nk;
-    if plane == 0 {
-        return out;
-    }
-    out.par_chunks_mut(B * plane)
-        .enumerate()
-        .for_each(|(bi, o)| {
-            let i0 = bi * B;
-            let i1 = (i0 + B).min(ni);
-            for j in 0..nj {
-                for k0 in (0..nk).step_by(B) {
-                    let k1 = (k0 + B).min(nk);
-                    for k in k0..k1 {
-                        let src = &f[ni * (j + nj * k)..];
-                        for i in i0..i1 {
-                            o[(i - i0) * plane + j * nk + k] = src[i];
-                        }
-                    }
-                }
-            }
-        });
-    out
-}
-
-fn out_of_range<T: NiftiScalar>(
-    context: String,
-    flat_fortran: usize,
-    value: f64,
-    shape: [usize; 3],
-) -> VolumeError {
-    let i = flat_fortran % shape[0];
-    let j = (flat_fortran / shape[0]) % shape[1];
-    let k = flat_fortran / (shape[0] * shape[1]);
-    VolumeError::ValueOutOfRange {
-        context,
-        value,
-        index: [i, j, k],
-        dtype: T::NAME,
-    }
-}
-
-/// Decode raw voxels (NIfTI order) to `T`; on failure, the flat index and scaled value.
-fn decode<T: NiftiScalar>(
-    bytes: &[u8],
-    dtype: NiftiDtype,
-    endian: Endianness,
-    slope: f64,
-    inter: f64,
-) -> std::result::Result<Vec<T>, (usize, f64)> {
-    macro_rules! go {
-        ($t:ty) => {{
-            const N: usize = std::mem::size_of::<$t>();
-            let identity = slope == 1.0 && inter == 0.0;
-            const CHUNK: usize = 1 << 15;
-            let n = bytes.len() / N;
-            let mut out = vec![T::default(); n];
-            out.par_chunks_mut(CHUNK)
-                .zip(bytes.par_chunks(CHUNK * N))
-                .enumerate()
-                .try_for_each(|(ci, (o, b))| {
-                    for (q, (x, c)) in o.iter_mut().zip(b.chunks_exact(N)).enumerate() {
-                        let mut arr = [0u8; N];
-                        arr.copy_from_slice(c);
-                        let raw = match endian {
-                            Endianness::Little => <$t>::from_le_bytes(arr),
-                            Endianness::Big => <$t>::from_be_bytes(arr),
-                        };
-                        let v = raw as f64;
-                        let v = if identity { v } else { v * slope + inter };
-                        *x = T::from_f64_checked(v).ok_or((ci * CHUNK + q, v))?;
-                    }
-                    Ok(())
-                })?;
-            Ok(out)
-        }};
-    }
-    match dtype {
-        NiftiDtype::U8 => go!(u8),
-        NiftiDtype::I8 => go!(i8),
-        NiftiDtype::I16 => go!(i16),
-        NiftiDtype::U16 => go!(u16),
-        NiftiDtype::I32 => go!(i32),
-        NiftiDtype::U32 => go!(u32),
-        NiftiDtype::I64 => go!(i64),
-        NiftiDtype::U64 => go!(u64),
-        NiftiDtype::F32 => go!(f32),
-        NiftiDtype::F64 => go!(f64),
-    }
-}
-
 fn datatype_name(code: i32) -> &'static str {
     match code {
         0 => "unknown",
@@ -682,14 +580,6 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8], path: &Path) -> Result<usize> {
         }
     }
     Ok(n)
-}
-
-fn gz_io(path: &Path, e: std::io::Error) -> VolumeError {
-    if e.kind() == std::io::ErrorKind::InvalidInput || e.kind() == std::io::ErrorKind::InvalidData {
-        VolumeError::format(path, format!("corrupt gzip stream: {e}"))
-    } else {
-        VolumeError::io(path, e)
-    }
 }
 
 /// Byte reader over a header buffer.
@@ -996,11 +886,6 @@ pub fn write_nifti_as<T: NiftiScalar>(
     )
 }
 
-/// Write a mask as u8 0/1.
-pub fn write_mask(path: impl AsRef<Path>, vol: &Volume<bool>) -> Result<()> {
-    write_nifti(path, vol)
-}
-
 /// [`write_nifti`] with explicit options (datatype, scaling, compression level, codes).
 pub fn write_nifti_with<T: NiftiScalar>(
     path: impl AsRef<Path>,
@@ -1055,87 +940,17 @@ pub fn write_nifti_with<T: NiftiScalar>(
             Box::new(w)
         };
         w.write_all(&header)?;
-        write_data(&mut w, vol, dtype, slope, inter, &context)?;
+        write_data(
+            &mut w,
+            vol,
+            dtype,
+            Endianness::Little,
+            slope,
+            inter,
+            &context,
+        )?;
         w.flush()?;
         Ok(())
-    })
-}
-
-fn write_data<T: NiftiScalar>(
-    w: &mut dyn Write,
-    vol: &Volume<T>,
-    dtype: NiftiDtype,
-    slope: f64,
-    inter: f64,
-    context: &str,
-) -> std::result::Result<(), WriteErr> {
-    let shape = vol.geometry().shape();
-    let identity = slope == 1.0 && inter == 0.0;
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    // Reversed axes: iterating this view visits i fastest, as NIfTI stores voxels.
-    for (p, &x) in vol.data().t().iter().enumerate() {
-        let v = x.to_f64();
-        let raw = if identity { v } else { (v - inter) / slope };
-        let r = fits(dtype, raw)
-            .ok_or_else(|| WriteErr::Volume(out_of_range_write(context, p, v, shape, dtype)))?;
-        match dtype {
-            NiftiDtype::U8 => buf.push(r as u8),
-            NiftiDtype::I8 => buf.push((r as i8) as u8),
-            NiftiDtype::I16 => buf.extend_from_slice(&(r as i16).to_le_bytes()),
-            NiftiDtype::U16 => buf.extend_from_slice(&(r as u16).to_le_bytes()),
-            NiftiDtype::I32 => buf.extend_from_slice(&(r as i32).to_le_bytes()),
-            NiftiDtype::U32 => buf.extend_from_slice(&(r as u32).to_le_bytes()),
-            NiftiDtype::I64 => buf.extend_from_slice(&(r as i64).to_le_bytes()),
-            NiftiDtype::U64 => buf.extend_from_slice(&(r as u64).to_le_bytes()),
-            NiftiDtype::F32 => buf.extend_from_slice(&(r as f32).to_le_bytes()),
-            NiftiDtype::F64 => buf.extend_from_slice(&r.to_le_bytes()),
-        }
-        if buf.len() >= (1 << 16) - 8 {
-            w.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    w.write_all(&buf)?;
-    Ok(())
-}
-
-fn out_of_range_write(
-    context: &str,
-    p: usize,
-    value: f64,
-    shape: [usize; 3],
-    dtype: NiftiDtype,
-) -> VolumeError {
-    let i = p % shape[0];
-    let j = (p / shape[0]) % shape[1];
-    let k = p / (shape[0] * shape[1]);
-    VolumeError::ValueOutOfRange {
-        context: context.to_string(),
-        value,
-        index: [i, j, k],
-        dtype: dtype.name(),
-    }
-}
-
-pub(crate) enum WriteErr {
-    Io(std::io::Error),
-    Volume(VolumeError),
-}
-
-impl From<std::io::Error> for WriteErr {
-    fn from(e: std::io::Error) -> Self {
-        WriteErr::Io(e)
-    }
-}
-
-/// Write through a temporary file in the target's directory, then rename over the target.
-pub(crate) fn atomic_write(
-    path: &Path,
-    body: impl FnOnce(&mut BufWriter<&mut File>) -> std::result::Result<(), WriteErr>,
-) -> Result<()> {
-    crate::atomic::write_atomic(path, body).map_err(|e| match e {
-        WriteErr::Io(e) => VolumeError::io(path, e),
-        WriteErr::Volume(e) => e,
     })
 }
 

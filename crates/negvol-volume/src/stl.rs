@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::nifti_io::{atomic_write, WriteErr};
+use crate::rawdata::{atomic_write, WriteErr};
 use crate::{Result, VolumeError};
 
 /// An indexed triangle mesh in world millimetres (RAS+ for negvol's own meshes; STL files

@@ -1,16 +1,18 @@
 //! File-level helpers behind the `volume-info` and `volume-convert` examples: a JSON-ready
-//! description of a NIfTI or STL file, and a NIfTI conversion pipeline (frame, reorient,
-//! resample, datatype; or STL voxelization onto a reference grid).
+//! description of a NIfTI, NRRD, MetaImage or STL file (or a DICOM series folder), and a
+//! conversion pipeline between the volume formats (frame, reorient, resample, datatype; or STL
+//! voxelization onto a reference grid).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::{
-    read_nifti, read_nifti_geometry, read_nifti_header, read_nifti_with, read_stl,
-    resample_to_spacing, voxelize, write_nifti_with, AffineSource, AxisTransform, Endianness,
-    Interpolation, NiftiDtype, NiftiReadOptions, NiftiScalar, NiftiWriteOptions, Result, Volume,
-    VolumeError,
+    read_nifti_header, read_nifti_with, read_stl, read_volume, read_volume_geometry,
+    read_volume_with, resample_to_spacing, voxelize, write_volume_as, AffineSource, AxisTransform,
+    Endianness, ImageFormat, Interpolation, MetaDataFile, NiftiDtype, NiftiReadOptions,
+    NiftiScalar, ReadOptions, Result, SlicerSegment, Volume, VolumeError,
 };
 
 /// Summary statistics of voxel values (NaN voxels counted apart).
@@ -206,9 +208,14 @@ pub fn stl_info(path: impl AsRef<Path>) -> Result<StlInfo> {
 
 /// The kind of file a path names, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FileKind {
     /// `.nii` or `.nii.gz`.
     Nifti,
+    /// `.nrrd`, `.seg.nrrd` or `.nhdr`.
+    Nrrd,
+    /// `.mha` or `.mhd`.
+    MetaImage,
     /// `.stl`.
     Stl,
     /// A directory (read as a DICOM series).
@@ -220,27 +227,146 @@ pub fn file_kind(path: &Path) -> Option<FileKind> {
     if path.is_dir() {
         return Some(FileKind::Directory);
     }
-    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-        Some(FileKind::Nifti)
-    } else if name.ends_with(".stl") {
-        Some(FileKind::Stl)
-    } else {
-        None
+    match ImageFormat::from_name(path) {
+        Some(ImageFormat::Nifti) => Some(FileKind::Nifti),
+        Some(ImageFormat::Nrrd) => Some(FileKind::Nrrd),
+        Some(ImageFormat::MetaImage) => Some(FileKind::MetaImage),
+        None => crate::io::ends_with_ci(path, ".stl").then_some(FileKind::Stl),
     }
 }
 
-/// Read an image as f32: a NIfTI file (scaled values), or a folder holding one DICOM CT series
-/// (Hounsfield units, feature `dicom`). What a user means by "the CT" in a command line.
+/// What `volume-info` prints for a NRRD or MetaImage file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// `"NRRD"` or `"MetaImage"`.
+    pub format: &'static str,
+    /// Every dimension as stored (a 4D NRRD's non-spatial axis included).
+    pub dims: Vec<u64>,
+    /// Number of frames (layers) of a 4D file; 1 for 3D.
+    pub frames: u64,
+    /// Shape `[ni, nj, nk]` of one frame.
+    pub shape: [usize; 3],
+    /// Spacing in mm (column norms of the affine).
+    pub spacing: [f64; 3],
+    /// Voxel-to-world (RAS+ mm) affine, row-major.
+    pub affine: [[f64; 4]; 4],
+    /// Orientation code, e.g. `"LPS"`.
+    pub orientation: String,
+    /// Stored datatype name.
+    pub datatype: String,
+    /// Byte order.
+    pub endianness: Endianness,
+    /// `raw`, `gzip`, `ascii`, `hex` (NRRD); `raw`, `zlib`, `text` (MetaImage).
+    pub encoding: String,
+    /// The data file of a detached header (`.nhdr`, `.mhd`).
+    pub data_file: Option<PathBuf>,
+    /// Voxel volume in mm^3.
+    pub voxel_volume_mm3: f64,
+    /// Value statistics of frame 0 (read as f32).
+    pub values: ValueStats,
+    /// The 3D Slicer segments of a `.seg.nrrd` (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SlicerSegment>,
+    /// NRRD `key:=value` pairs (empty for MetaImage).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_values: BTreeMap<String, String>,
+}
+
+/// Describe a NRRD or MetaImage file: header, geometry and the value range of its first
+/// frame.
+///
+/// # Errors
+/// A name that is neither format ([`VolumeError::UnknownFormat`], NIfTI included: see
+/// [`nifti_info`]), and whatever the reader returns.
+pub fn image_info(path: impl AsRef<Path>) -> Result<ImageInfo> {
+    let path = path.as_ref();
+    let first = ReadOptions {
+        frame: Some(0),
+        ..ReadOptions::default()
+    };
+    let relative = |f: &str| path.parent().unwrap_or(Path::new(".")).join(f);
+    let (dims, frames, dtype, endianness, encoding, data_file, segments, key_values) =
+        match ImageFormat::of(path)? {
+            ImageFormat::Nrrd => {
+                let h = crate::read_nrrd_header(path)?;
+                let segments = h.segments().map_err(|m| VolumeError::format(path, m))?;
+                (
+                    h.sizes.clone(),
+                    h.frames(),
+                    h.dtype,
+                    h.endianness.unwrap_or(Endianness::Little),
+                    h.encoding.name().to_string(),
+                    h.data_file.as_deref().map(relative),
+                    segments,
+                    h.key_values,
+                )
+            }
+            ImageFormat::MetaImage => {
+                let h = crate::read_metaimage_header(path)?;
+                let encoding = match (h.binary, h.compressed) {
+                    (false, _) => "text",
+                    (true, true) => "zlib",
+                    (true, false) => "raw",
+                };
+                let data_file = match &h.data_file {
+                    MetaDataFile::Local => None,
+                    MetaDataFile::File(f) => Some(relative(f)),
+                };
+                (
+                    h.dims.to_vec(),
+                    1,
+                    h.dtype,
+                    h.endianness,
+                    encoding.to_string(),
+                    data_file,
+                    Vec::new(),
+                    BTreeMap::new(),
+                )
+            }
+            ImageFormat::Nifti => {
+                return Err(VolumeError::InvalidArgument(format!(
+                    "{}: a NIfTI file (use nifti_info)",
+                    path.display()
+                )))
+            }
+        };
+    let vol = read_volume_with::<f32>(path, &first)?;
+    let g = vol.geometry();
+    Ok(ImageInfo {
+        path: path.to_path_buf(),
+        format: ImageFormat::of(path)?.name(),
+        dims,
+        frames,
+        shape: g.shape(),
+        spacing: g.spacing(),
+        affine: g.affine(),
+        orientation: g.orientation_code(),
+        datatype: dtype.name().to_string(),
+        endianness,
+        encoding,
+        data_file,
+        voxel_volume_mm3: g.voxel_volume_mm3(),
+        values: ValueStats::of(&vol),
+        segments,
+        key_values,
+    })
+}
+
+/// Read an image as f32: a NIfTI, NRRD or MetaImage file ([`read_volume`]; NIfTI scaling
+/// applied), or a folder holding one DICOM CT series (Hounsfield units, feature `dicom`).
+/// What a user means by "the CT" in a command line.
 ///
 /// ```no_run
 /// let ct = negvol_volume::read_image("patient01/CT")?;          // DICOM series folder
-/// let same = negvol_volume::read_image("patient01/ct.nii.gz")?;  // or NIfTI
+/// let same = negvol_volume::read_image("patient01/ct.nii.gz")?;  // or NIfTI, .nrrd, .mha, ...
 /// # Ok::<(), negvol_volume::VolumeError>(())
 /// ```
 ///
 /// # Errors
-/// A folder without the `dicom` feature, and whatever the NIfTI or DICOM reader returns.
+/// A folder without the `dicom` feature, an unknown extension
+/// ([`VolumeError::UnknownFormat`]), and whatever the file or DICOM reader returns.
 pub fn read_image(path: impl AsRef<Path>) -> Result<Volume<f32>> {
     let path = path.as_ref();
     if path.is_dir() {
@@ -252,7 +378,7 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<Volume<f32>> {
             path.display()
         )));
     }
-    read_nifti(path)
+    read_volume(path)
 }
 
 /// Options of [`convert`].
@@ -269,7 +395,7 @@ pub struct ConvertOptions {
     pub interpolation: Option<Interpolation>,
     /// Frame of a 4D input.
     pub frame: Option<u64>,
-    /// For an STL input: the NIfTI whose grid the mesh is voxelized onto (required).
+    /// For an STL input: the volume file whose grid the mesh is voxelized onto (required).
     pub like: Option<PathBuf>,
 }
 
@@ -290,10 +416,16 @@ pub struct ConvertReport {
     pub datatype: String,
 }
 
-/// Convert a NIfTI file or a DICOM series folder (feature `dicom`; written as f32 HU unless
-/// `dtype` says otherwise) (optionally one frame, reoriented, resampled, retyped) to a
-/// NIfTI file; or voxelize an STL mesh onto the grid of `options.like` and write it as a
-/// mask. The output is written atomically.
+/// Convert a NIfTI, NRRD or MetaImage file, or a DICOM series folder (feature `dicom`;
+/// written as f32 HU unless `dtype` says otherwise) (optionally one frame, reoriented,
+/// resampled, retyped) to a volume file in the format its name calls for
+/// ([`crate::write_volume`]: `.nii`, `.nii.gz`, `.nrrd`, `.nhdr`, `.mha`, `.mhd`); or voxelize an
+/// STL mesh onto the grid of `options.like` and write it as a mask. The output is written
+/// atomically.
+///
+/// # Errors
+/// An input or output name of no supported format ([`VolumeError::UnknownFormat`]), an STL
+/// without `like`, and the readers' and writers' errors.
 pub fn convert(
     input: impl AsRef<Path>,
     output: impl AsRef<Path>,
@@ -308,7 +440,7 @@ pub fn convert(
                     input.display()
                 ))
             })?;
-            let geometry = read_nifti_geometry(like)?;
+            let geometry = read_volume_geometry(like)?;
             let mesh = read_stl(input)?;
             let mask = voxelize(&mesh, &geometry)?;
             (mask.map(|&b| if b { 1.0 } else { 0.0 }), NiftiDtype::U8)
@@ -319,19 +451,17 @@ pub fn convert(
             NiftiDtype::F32,
         ),
         _ => {
-            let h = read_nifti_header(input)?;
-            let v = read_nifti_with::<f64>(
+            // Check the output's name before reading a large input.
+            ImageFormat::of(output)?;
+            let (stored, unscaled) = crate::io::stored_dtype(input)?;
+            let v = read_volume_with::<f64>(
                 input,
-                &NiftiReadOptions {
+                &ReadOptions {
                     frame: options.frame,
                     ..Default::default()
                 },
             )?;
-            let d = match h.dtype() {
-                Some(d) if h.scaling() == (1.0, 0.0) => d,
-                _ => NiftiDtype::F32,
-            };
-            (v, d)
+            (v, if unscaled { stored } else { NiftiDtype::F32 })
         }
     };
     if let Some(code) = &options.reorient {
@@ -345,14 +475,7 @@ pub fn convert(
         )?;
     }
     let dtype = options.dtype.unwrap_or(default_dtype);
-    write_nifti_with(
-        output,
-        &vol,
-        &NiftiWriteOptions {
-            dtype: Some(dtype),
-            ..Default::default()
-        },
-    )?;
+    write_volume_as(output, &vol, dtype)?;
     let g = vol.geometry();
     Ok(ConvertReport {
         input: input.to_path_buf(),

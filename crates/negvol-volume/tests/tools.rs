@@ -98,3 +98,91 @@ fn convert_reorients_resamples_and_voxelizes() {
     let m = read_mask(&mask_path).unwrap();
     assert_eq!(m.data().iter().filter(|&&b| b).count(), 64);
 }
+
+fn itk(name: &str) -> std::path::PathBuf {
+    fixture("itk").join(name)
+}
+
+#[test]
+fn info_describes_nrrd_and_metaimage() {
+    let i = image_info(itk("layers_4d.seg.nrrd")).unwrap();
+    assert_eq!((i.format, i.frames, i.shape), ("NRRD", 2, [4, 3, 2]));
+    assert_eq!(i.dims, vec![2, 4, 3, 2]);
+    assert_eq!(i.encoding, "gzip");
+    let names: Vec<&str> = i.segments.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["condyle", "temporal bone", "fossa"]);
+    let json = serde_json::to_value(&i).unwrap();
+    assert_eq!(json["segments"][2]["label_value"], 2);
+    let i = image_info(itk("oblique_i16.mhd")).unwrap();
+    assert_eq!((i.format, i.encoding.as_str()), ("MetaImage", "zlib"));
+    assert_eq!(i.data_file, Some(itk("oblique_i16.zraw")));
+    assert_eq!(i.datatype, "i16");
+    assert_eq!(i.values.min, Some(-200.0));
+    let json = serde_json::to_value(&i).unwrap();
+    assert!(json.get("segments").is_none() && json.get("key_values").is_none());
+    assert!(image_info(fixture("dtype_int8.nii")).is_err()); // nifti_info's job
+    assert_eq!(file_kind(&itk("a.seg.nrrd")), Some(FileKind::Nrrd));
+    assert_eq!(file_kind(&itk("a.MHD")), Some(FileKind::MetaImage));
+    assert_eq!(file_kind(&itk("a.raw")), None);
+}
+
+#[test]
+fn convert_between_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = itk("oblique_i16.mhd");
+    let original = read_volume::<i16>(&src).unwrap();
+    for name in ["a.nrrd", "a.nhdr", "a.mha", "b.mhd", "a.nii.gz", "a.nii"] {
+        let out = dir.path().join(name);
+        let r = convert(&src, &out, &ConvertOptions::default()).unwrap();
+        assert_eq!(r.datatype, "i16", "{name}");
+        let back = read_volume::<i16>(&out).unwrap();
+        assert_eq!(back.data(), original.data(), "{name}");
+        // NIfTI stores its affine as f32.
+        let tol = if name.contains(".nii") { 1e-5 } else { 1e-9 };
+        back.geometry()
+            .check_same(original.geometry(), tol)
+            .unwrap();
+        assert_eq!(
+            read_image(&out).unwrap().data(),
+            original.map(|v| *v as f32).data()
+        );
+    }
+    // NIfTI in, reoriented, NRRD out; the other way back.
+    let out = dir.path().join("ras.nrrd");
+    let opts = ConvertOptions {
+        reorient: Some("RAS".into()),
+        ..Default::default()
+    };
+    let r = convert(fixture("oblique_lps_i16_scaled.nii.gz"), &out, &opts).unwrap();
+    assert_eq!(
+        (r.orientation.as_str(), r.datatype.as_str()),
+        ("RAS", "f32")
+    );
+    assert_eq!(read_nrrd_header(&out).unwrap().dtype, NiftiDtype::F32);
+    // A layer of a segmentation.
+    let out = dir.path().join("layer1.nii.gz");
+    assert!(convert(itk("layers_4d.seg.nrrd"), &out, &ConvertOptions::default()).is_err());
+    let opts = ConvertOptions {
+        frame: Some(1),
+        ..Default::default()
+    };
+    let r = convert(itk("layers_4d.seg.nrrd"), &out, &opts).unwrap();
+    assert_eq!(r.datatype, "u8");
+    // Unknown output names are refused before anything is read or written.
+    let e = convert(&src, dir.path().join("a.tif"), &ConvertOptions::default()).unwrap_err();
+    assert!(matches!(e, VolumeError::UnknownFormat { .. }), "{e}");
+    assert!(!dir.path().join("a.tif").exists());
+    // STL voxelized onto a MetaImage grid, written as NRRD.
+    let cube = TriMesh::cuboid([-100.0; 3], [100.0; 3]);
+    let stl = dir.path().join("cube.stl");
+    write_stl(&stl, &cube).unwrap();
+    let opts = ConvertOptions {
+        like: Some(src.clone()),
+        ..Default::default()
+    };
+    let out = dir.path().join("cube.seg.nrrd");
+    convert(&stl, &out, &opts).unwrap();
+    let m = read_mask(&out).unwrap();
+    assert!(m.data().iter().all(|b| *b));
+    m.geometry().check_same(original.geometry(), 1e-9).unwrap();
+}

@@ -10,15 +10,17 @@
 //! `file_ending` and `numTraining`; images `imagesTr/<case>_0000<file_ending>`, label maps
 //! `labelsTr/<case><file_ending>`; or, instead of the folders, a `dataset` object listing
 //! `{"<case>": {"images": [...], "label": ...}}` (relative paths against the dataset folder).
-//! negvol networks take one input channel and read NIfTI, so `channel_names` must have one
-//! entry and `file_ending` must be `.nii.gz` or `.nii`. The `ignore` label (nnU-Net's sparse
-//! annotation) becomes the [`super::IGNORE_STRUCTURE`] of every case: its voxels are
-//! unannotated ([`crate::IGNORE_LABEL`] in the loaded label map), not background.
+//! negvol networks take one input channel, so `channel_names` must have one entry;
+//! `file_ending` may be any volume format negvol reads: `.nii.gz`, `.nii`, `.nrrd`, `.mha`
+//! (the endings nnU-Net's SimpleITK reader handles, `.gipl` excepted) and `.nhdr`, `.mhd`.
+//! The `ignore` label (nnU-Net's sparse annotation) becomes the [`super::IGNORE_STRUCTURE`]
+//! of every case: its voxels are unannotated ([`crate::IGNORE_LABEL`] in the loaded label
+//! map), not background.
 //!
 //! **Decathlon** (and nnU-Net v1): `dataset.json` with `modality` (one entry), `labels`
 //! (value -> name, `"0": "background"`) and `training`: `[{"image": ..., "label": ...}]`,
-//! paths relative to the dataset folder. Case ids are the image file names without
-//! extension.
+//! paths relative to the dataset folder. Case ids are the image file names without their
+//! volume extension (`.nii.gz`, `.nii`, `.nrrd`, `.nhdr`, `.mha`, `.mhd`).
 //!
 //! Neither format knows patients; every case is its own patient for cross-validation
 //! (nnU-Net's own splits are per case too).
@@ -125,6 +127,9 @@ fn case_spec(id: String, image: PathBuf, label: PathBuf, declared: &Declared) ->
     }
 }
 
+/// The `file_ending`s of an nnU-Net v2 dataset negvol reads.
+pub const FILE_ENDINGS: [&str; 6] = [".nii.gz", ".nii", ".nrrd", ".mha", ".nhdr", ".mhd"];
+
 /// Read an nnU-Net v2 raw dataset from its `dataset.json` (already parsed as `v`).
 pub fn from_nnunet_v2(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
     let bad = |message: String| TrainError::Dataset {
@@ -148,10 +153,11 @@ pub fn from_nnunet_v2(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
         .get("file_ending")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("no string \"file_ending\"".into()))?;
-    if ending != ".nii.gz" && ending != ".nii" {
+    if !FILE_ENDINGS.contains(&ending) {
         return Err(bad(format!(
-            "file_ending {ending:?}: negvol reads NIfTI (.nii.gz or .nii); convert the \
-             dataset first (e.g. nnU-Net's SimpleITK-based converters)"
+            "file_ending {ending:?}: negvol reads {} (convert the dataset first, e.g. with \
+             the volume-convert example or SimpleITK)",
+            FILE_ENDINGS.join(", ")
         )));
     }
     let declared = nnunet_labels(v.get("labels").unwrap_or(&Value::Null)).map_err(bad)?;
@@ -287,8 +293,8 @@ pub fn from_decathlon(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .map(|f| {
-                f.trim_end_matches(".gz")
-                    .trim_end_matches(".nii")
+                super::strip_ext(&f, &super::VOLUME_EXTS)
+                    .unwrap_or(f.as_str())
                     .to_string()
             })
             .filter(|id| !id.is_empty())

@@ -1,14 +1,24 @@
-//! Where a structure's voxels come from: a binary mask, classes of a label map, or a mesh.
+//! Where a structure's voxels come from: a binary mask, classes of a label map, a segment of a
+//! 3D Slicer segmentation, or a mesh.
 //!
 //! In a manifest a label is written as
 //!
 //! | JSON | source |
 //! |---|---|
-//! | `"case/mc.nii.gz"` | binary mask (NIfTI, every voxel 0 or 1) |
+//! | `"case/mc.nii.gz"` | binary mask (every voxel 0 or 1) |
 //! | `"case/mc.stl"` | closed surface mesh (STL, world mm), voxelised on the image grid |
 //! | `{"path": "case/seg.nii.gz", "values": [1]}` | voxels of a label map whose value is listed |
 //! | `{"path": "case/seg.nii.gz", "values": [1, 2], "declared": [0, 1, 2, 3]}` | the same, and every voxel of the map must be a declared value |
+//! | `{"path": "case/Segmentation.seg.nrrd", "segment": "condyle"}` | one segment of a 3D Slicer segmentation, by name (or ID) |
 //! | `{"path": "case/mc.stl", "frame": "lps"}` | a mesh whose coordinates are LPS (e.g. 3D Slicer's default since 4.11) |
+//!
+//! Masks and label maps are volume files of any format negvol reads
+//! ([`negvol_volume::read_volume`]: NIfTI `.nii`/`.nii.gz`, NRRD `.nrrd`/`.nhdr`, MetaImage
+//! `.mha`/`.mhd`). A Slicer segment is the voxels of its layer equal to its label value
+//! ([`negvol_volume::read_slicer_segment`]); Slicer may save a segmentation cropped to its
+//! extent, so a segment on a grid that is an exact sub-grid of the image's (same axes and
+//! spacing, an integer voxel offset, inside the image) is placed on the image grid (outside
+//! it: background); any other grid is an error, as for masks.
 //!
 //! A mesh's `frame` is `"ras"`, `"lps"` or `"auto"` (the default): `auto` reads a
 //! `SPACE=RAS` / `SPACE=LPS` tag from the STL header (as 3D Slicer writes it) and takes RAS
@@ -39,9 +49,9 @@ pub enum MeshFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawLabel", into = "RawLabel")]
 pub enum LabelSource {
-    /// A binary mask (NIfTI): every voxel must be 0 or 1.
+    /// A binary mask (any volume format): every voxel must be 0 or 1.
     Mask(PathBuf),
-    /// The voxels of an integer label map (NIfTI) whose value is one of `values`.
+    /// The voxels of an integer label map (any volume format) whose value is one of `values`.
     LabelMap {
         /// The label map.
         path: PathBuf,
@@ -50,6 +60,13 @@ pub enum LabelSource {
         /// When given, every voxel of the map must hold one of these values (nnU-Net's and the
         /// Medical Segmentation Decathlon's declared labels).
         declared: Option<Vec<u32>>,
+    },
+    /// One segment of a 3D Slicer segmentation (`.seg.nrrd`).
+    Segment {
+        /// The segmentation file (NRRD).
+        path: PathBuf,
+        /// The segment's name (`SegmentN_Name`), or its ID.
+        segment: String,
     },
     /// A closed surface mesh (STL, world mm), voxelised on the image grid.
     Mesh {
@@ -73,6 +90,8 @@ enum RawLabel {
         declared: Option<Vec<u32>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         frame: Option<MeshFrame>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        segment: Option<String>,
     },
 }
 
@@ -80,6 +99,10 @@ fn is_stl(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("stl"))
+}
+
+fn is_nrrd(path: &Path) -> bool {
+    negvol_volume::ImageFormat::from_name(path) == Some(negvol_volume::ImageFormat::Nrrd)
 }
 
 impl TryFrom<RawLabel> for LabelSource {
@@ -97,6 +120,33 @@ impl TryFrom<RawLabel> for LabelSource {
                 values,
                 declared,
                 frame,
+                segment: Some(segment),
+            } => {
+                if values.is_some() || declared.is_some() || frame.is_some() {
+                    return Err(format!(
+                        "label {}: \"segment\" (a Slicer segment) excludes \"values\", \
+                         \"declared\" and \"frame\"",
+                        path.display()
+                    ));
+                }
+                if !is_nrrd(&path) {
+                    return Err(format!(
+                        "label {}: \"segment\" needs a 3D Slicer segmentation (.seg.nrrd, \
+                         .nrrd or .nhdr)",
+                        path.display()
+                    ));
+                }
+                if segment.is_empty() {
+                    return Err(format!("label {}: \"segment\" is empty", path.display()));
+                }
+                Ok(Self::Segment { path, segment })
+            }
+            RawLabel::Object {
+                path,
+                values,
+                declared,
+                frame,
+                segment: None,
             } => match (values, frame) {
                 (Some(_), Some(_)) => Err(format!(
                     "label {}: \"values\" (a label map) and \"frame\" (a mesh) exclude each other",
@@ -148,6 +198,14 @@ impl From<LabelSource> for RawLabel {
                 values: Some(values),
                 declared,
                 frame: None,
+                segment: None,
+            },
+            LabelSource::Segment { path, segment } => RawLabel::Object {
+                path,
+                values: None,
+                declared: None,
+                frame: None,
+                segment: Some(segment),
             },
             LabelSource::Mesh {
                 path,
@@ -158,6 +216,7 @@ impl From<LabelSource> for RawLabel {
                 values: None,
                 declared: None,
                 frame: Some(frame),
+                segment: None,
             },
         }
     }
@@ -206,24 +265,34 @@ impl LabelSource {
     /// The file this label is read from.
     pub fn path(&self) -> &Path {
         match self {
-            Self::Mask(p) | Self::LabelMap { path: p, .. } | Self::Mesh { path: p, .. } => p,
+            Self::Mask(p)
+            | Self::LabelMap { path: p, .. }
+            | Self::Segment { path: p, .. }
+            | Self::Mesh { path: p, .. } => p,
         }
     }
 
     /// The file, for rewriting (e.g. resolving a relative path).
     pub fn path_mut(&mut self) -> &mut PathBuf {
         match self {
-            Self::Mask(p) | Self::LabelMap { path: p, .. } | Self::Mesh { path: p, .. } => p,
+            Self::Mask(p)
+            | Self::LabelMap { path: p, .. }
+            | Self::Segment { path: p, .. }
+            | Self::Mesh { path: p, .. } => p,
         }
     }
 
-    /// A short description for messages, e.g. `mask a/mc.nii.gz` or `label map a/seg.nii.gz = 1|2`.
+    /// A short description for messages, e.g. `mask a/mc.nii.gz`, `label map a/seg.nii.gz =
+    /// 1|2` or `segment "condyle" of a/Segmentation.seg.nrrd`.
     pub fn describe(&self) -> String {
         match self {
             Self::Mask(p) => format!("mask {}", p.display()),
             Self::LabelMap { path, values, .. } => {
                 let v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
                 format!("label map {} = {}", path.display(), v.join("|"))
+            }
+            Self::Segment { path, segment } => {
+                format!("segment {segment:?} of {}", path.display())
             }
             Self::Mesh { path, .. } => format!("mesh {}", path.display()),
         }
@@ -250,7 +319,7 @@ pub(crate) fn read_label(
     };
     match source {
         LabelSource::Mask(path) => {
-            let m = negvol_volume::read_nifti::<f32>(path)
+            let m = negvol_volume::read_volume::<f32>(path)
                 .map_err(|e| format!("mask {}: {e}", path.display()))?;
             binary_mask_on(grid, tolerance_mm, path, &m)
         }
@@ -269,7 +338,7 @@ pub(crate) fn read_label(
                     i
                 }
                 None => {
-                    let m = negvol_volume::read_nifti::<f32>(path)
+                    let m = negvol_volume::read_volume::<f32>(path)
                         .map_err(|e| format!("label map {}: {e}", path.display()))?;
                     on_grid(path, m.geometry())?;
                     check_label_values(path, &m, declared.as_deref())?;
@@ -280,6 +349,16 @@ pub(crate) fn read_label(
             let m = &cache.maps[idx].1;
             let vals: Vec<f32> = values.iter().map(|v| *v as f32).collect();
             Ok(m.map(|v| vals.contains(v)))
+        }
+        LabelSource::Segment { path, segment } => {
+            let m = negvol_volume::read_slicer_segment(path, segment)
+                .map_err(|e| format!("segment {segment:?} of {}: {e}", path.display()))?;
+            onto_grid(&m, grid, tolerance_mm).map_err(|e| {
+                format!(
+                    "segment {segment:?} of {} does not match the image grid: {e}",
+                    path.display()
+                )
+            })
         }
         LabelSource::Mesh { path, frame } => {
             let bytes = std::fs::read(path).map_err(|e| format!("mesh {}: {e}", path.display()))?;
@@ -320,6 +399,36 @@ pub(crate) fn read_label(
             Ok(m)
         }
     }
+}
+
+/// `mask` on `grid`: as it is when it shares the grid (within `tolerance_mm`); placed on it
+/// when its grid is a sub-grid of `grid` (the same axes and spacing within `tolerance_mm`, an
+/// integer voxel offset, inside it), as 3D Slicer crops segmentations; else the mismatch.
+fn onto_grid(
+    mask: &Volume<bool>,
+    grid: &Geometry,
+    tolerance_mm: f64,
+) -> Result<Volume<bool>, String> {
+    let Err(mismatch) = grid.check_same(mask.geometry(), tolerance_mm) else {
+        return Ok(mask.clone());
+    };
+    let (a, b) = (grid.affine(), mask.geometry().affine());
+    let same_axes = (0..3).all(|r| (0..3).all(|c| (a[r][c] - b[r][c]).abs() <= tolerance_mm));
+    // The mask's first voxel must be a voxel centre of the image, and the mask inside it.
+    let first = [b[0][3], b[1][3], b[2][3]];
+    let off = grid.world_to_voxel(first).map(f64::round);
+    let at = grid.voxel_to_world(off);
+    let integral = (0..3).all(|r| (at[r] - first[r]).abs() <= tolerance_mm);
+    let (gs, ms) = (grid.shape(), mask.geometry().shape());
+    let inside = (0..3).all(|d| off[d] >= 0.0 && off[d] + ms[d] as f64 <= gs[d] as f64);
+    if !(same_axes && integral && inside) {
+        return Err(mismatch.to_string());
+    }
+    let mut out = ndarray::Array3::from_elem((gs[0], gs[1], gs[2]), false);
+    let [oi, oj, ok] = off.map(|x| x as usize);
+    out.slice_mut(ndarray::s![oi..oi + ms[0], oj..oj + ms[1], ok..ok + ms[2]])
+        .assign(mask.data());
+    Volume::new(out, grid.clone()).map_err(|e| e.to_string())
 }
 
 /// A mask given as numbers (`mask`, read from `path`): it must lie on `grid` (within

@@ -1,11 +1,18 @@
 //! Datasets: a folder of cases, a JSON manifest, or an nnU-Net / Medical Segmentation
 //! Decathlon dataset, loaded with geometry and label checks.
 //!
+//! Images, masks and label maps are volume files of any format negvol reads: NIfTI
+//! (`.nii.gz`, `.nii`), NRRD (`.nrrd`, `.nhdr`; 3D Slicer) and MetaImage (`.mha`, `.mhd`; ITK,
+//! grand-challenge.org), as SimpleITK-based tools (nnU-Net, MONAI) read them.
+//!
 //! A *folder* dataset holds one sub-folder per case (sorted by name), each with an image
-//! `image.nii.gz` (or `image.nii`, or an `image/` folder holding a DICOM CT series) and one
-//! label per structure: a binary mask `<target>.nii.gz` / `<target>.nii` (`mc`, `tb`, `nv`
-//! for the negvol phantoms) or a closed surface mesh `<target>.stl` (world mm, voxelised on
-//! the image grid; the paper's expert annotations were STL meshes). A *manifest* is a JSON file:
+//! `image.nii.gz` (or `image.nii`, `image.nrrd`, `image.nhdr`, `image.mha`, `image.mhd`, the
+//! first of these found, or an `image/` folder holding a DICOM CT series) and one label per
+//! structure: a binary mask `<target>.nii.gz` / `.nii` / `.nrrd` / `.seg.nrrd` / `.nhdr` /
+//! `.mha` / `.mhd` (`mc`, `tb`, `nv` for the negvol phantoms) or a closed surface mesh
+//! `<target>.stl` (world mm, voxelised on the image grid; the paper's expert annotations were
+//! STL meshes). A 3D Slicer segmentation with several segments is named in a manifest
+//! (`{"path": ..., "segment": "condyle"}`, see [`label`]). A *manifest* is a JSON file:
 //!
 //! ```json
 //! { "cases": [ { "id": "case_000", "patient": "p000",
@@ -20,8 +27,9 @@
 //!
 //! [`DatasetSpec::open`] also reads, unchanged, the raw datasets of the two formats most
 //! segmentation data already comes in ([`formats`]): **nnU-Net v2** (`dataset.json` with
-//! `channel_names`, `labels`, `file_ending`; `imagesTr/<case>_0000.nii.gz`,
-//! `labelsTr/<case>.nii.gz`) and the **Medical Segmentation Decathlon** / nnU-Net v1
+//! `channel_names`, `labels`, `file_ending` `.nii.gz`, `.nii`, `.nrrd` or `.mha`, ...;
+//! `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz`) and the **Medical Segmentation
+//! Decathlon** / nnU-Net v1
 //! (`dataset.json` with a `training` list); each declared label becomes a target named as
 //! in the file, and every voxel of a label map must hold a declared label.
 //! [`export::export_nnunet`] writes any dataset in nnU-Net v2's raw format, with
@@ -67,7 +75,8 @@ pub struct CaseSpec {
     /// Patient id, for cross-validation by patient. Defaults to the case id.
     #[serde(default)]
     pub patient: Option<String>,
-    /// Image: a NIfTI file, or a folder holding one DICOM CT series.
+    /// Image: a volume file (NIfTI, NRRD, MetaImage), or a folder holding one DICOM CT
+    /// series.
     pub image: PathBuf,
     /// Where each structure's voxels come from, by structure name.
     #[serde(default)]
@@ -102,8 +111,21 @@ pub struct Case {
     pub label: Volume<u8>,
 }
 
+/// The image file names a case folder may hold, in the order they are looked for.
+const IMAGE_NAMES: [&str; 6] = [
+    "image.nii.gz",
+    "image.nii",
+    "image.nrrd",
+    "image.nhdr",
+    "image.mha",
+    "image.mhd",
+];
+
+/// The extensions of volume files (longest first where one ends another).
+const VOLUME_EXTS: [&str; 6] = [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"];
+
 fn find_image(dir: &Path) -> Option<PathBuf> {
-    ["image.nii.gz", "image.nii"]
+    IMAGE_NAMES
         .iter()
         .map(|n| dir.join(n))
         .find(|p| p.is_file())
@@ -118,10 +140,23 @@ fn strip_ext<'a>(name: &'a str, exts: &[&str]) -> Option<&'a str> {
         .map(|ext| &name[..name.len() - ext.len()])
 }
 
-/// The structure name of a label file in a case folder (`mc.nii.gz` -> `mc`), if it is one.
+/// The structure name of a label file in a case folder (`mc.nii.gz` -> `mc`,
+/// `tb.seg.nrrd` -> `tb`), if it is one.
 fn label_stem(name: &str) -> Option<&str> {
-    strip_ext(name, &[".nii.gz", ".nii", ".stl"])
-        .filter(|stem| !stem.is_empty() && *stem != "image")
+    strip_ext(
+        name,
+        &[
+            ".nii.gz",
+            ".nii",
+            ".seg.nrrd",
+            ".nrrd",
+            ".nhdr",
+            ".mha",
+            ".mhd",
+            ".stl",
+        ],
+    )
+    .filter(|stem| !stem.is_empty() && *stem != "image")
 }
 
 /// A folder's entries, sorted, without hidden ones (macOS `._x` files and the like).
@@ -139,7 +174,8 @@ pub(crate) fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// Read a case's image: a NIfTI file, or a DICOM series folder (in HU).
+/// Read a case's image: a volume file (NIfTI, NRRD, MetaImage), or a DICOM series folder
+/// (in HU).
 pub fn read_image(id: &str, path: &Path) -> Result<Volume<f32>> {
     let image = negvol_volume::read_image(path).map_err(|source| TrainError::Volume {
         context: format!("case {id}: image {}", path.display()),
@@ -155,12 +191,12 @@ pub fn read_image(id: &str, path: &Path) -> Result<Volume<f32>> {
 }
 
 /// The voxel grid of a case's image without reading its voxels where the format allows
-/// (NIfTI headers; a DICOM series is read whole).
+/// (NIfTI, NRRD and MetaImage headers; a DICOM series is read whole).
 fn image_geometry(id: &str, path: &Path) -> Result<negvol_volume::Geometry> {
     if path.is_dir() {
         return Ok(read_image(id, path)?.geometry().clone());
     }
-    negvol_volume::read_nifti_geometry(path).map_err(|source| TrainError::Volume {
+    negvol_volume::read_volume_geometry(path).map_err(|source| TrainError::Volume {
         context: format!("case {id}: image {}", path.display()),
         source,
     })
@@ -251,7 +287,9 @@ impl DatasetSpec {
         if cases.is_empty() {
             return Err(TrainError::Dataset {
                 path: dir.to_path_buf(),
-                message: "no case folder with an image.nii.gz / image.nii / image/ (DICOM)".into(),
+                message: "no case folder with an image.nii.gz / image.nii / image.nrrd / \
+                          image.nhdr / image.mha / image.mhd / image/ (DICOM)"
+                    .into(),
             });
         }
         Ok(Self { cases })
@@ -259,8 +297,9 @@ impl DatasetSpec {
 
     /// Read a negvol JSON manifest; relative paths are resolved against its folder. A case's
     /// labels are its `labels` object; a case without one takes every other string field
-    /// whose value ends in `.nii`, `.nii.gz` or `.stl` as a label named by its key (older
-    /// negvol-phantom manifests list `mc`, `tb`, `nv` that way).
+    /// whose value names a volume file (`.nii`, `.nii.gz`, `.nrrd`, `.nhdr`, `.mha`, `.mhd`)
+    /// or `.stl` as a label named by its key (older negvol-phantom manifests list `mc`, `tb`,
+    /// `nv` that way).
     pub fn from_manifest(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let v: serde_json::Value = crate::checkpoint::read_json(path)?;
@@ -653,7 +692,7 @@ pub fn review(checks: &[CaseCheck]) -> Vec<DatasetWarning> {
 impl CaseSpec {
     /// Read one structure of this case as a mask on the image's grid (a mesh is voxelised
     /// on it; a mask or label map must share it). The image's voxels are not read when it
-    /// is a NIfTI file.
+    /// is a file (only its header).
     pub fn read_mask(&self, target: &str) -> Result<Volume<bool>> {
         let source = self.label(target)?;
         let grid = image_geometry(&self.id, &self.image)?;
@@ -808,10 +847,11 @@ pub fn kfold_by_patient(
         .collect())
 }
 
-/// The images to segment in a folder, as `(id, path)` sorted by id: every NIfTI file
-/// (`<id>.nii.gz` / `<id>.nii`), and every sub-folder, as its `image.nii.gz` / `image.nii`
+/// The images to segment in a folder, as `(id, path)` sorted by id: every volume file
+/// (`<id>.nii.gz`, `.nii`, `.nrrd`, `.nhdr`, `.mha`, `.mhd`; 3D Slicer segmentations
+/// `*.seg.nrrd` are not images and are skipped), and every sub-folder, as its `image.*`
 /// (negvol's case folders) or else as a DICOM series (id = the folder's name). When every
-/// NIfTI file ends in `_0000` (nnU-Net's `imagesTs` naming, channel 0) the suffix is dropped
+/// image file ends in `_0000` (nnU-Net's `imagesTs` naming, channel 0) the suffix is dropped
 /// from the ids, as `nnUNetv2_predict` names its outputs. Hidden entries are skipped.
 ///
 /// # Errors
@@ -831,7 +871,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             .unwrap_or_default();
         if p.is_dir() {
             out.push((name, find_image(&p).unwrap_or(p)));
-        } else if let Some(id) = strip_ext(&name, &[".nii.gz", ".nii"]) {
+        } else if strip_ext(&name, &[".seg.nrrd"]).is_some() {
+            continue;
+        } else if let Some(id) = strip_ext(&name, &VOLUME_EXTS) {
             files.push((id.to_string(), p));
         }
     }
@@ -869,7 +911,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     }
     if out.is_empty() {
         return Err(bad(
-            "no image (NIfTI file, case folder or DICOM series folder)".into(),
+            "no image (NIfTI/NRRD/MetaImage file, case folder or DICOM series folder)".into(),
         ));
     }
     Ok(out)
@@ -1139,6 +1181,48 @@ mod tests {
         assert!(e.contains("two images with id \"x\""), "{e}");
         std::fs::create_dir_all(d.join("empty")).unwrap();
         assert!(list_images(&d.join("empty")).is_err());
+        // NRRD and MetaImage files are images (their data files and Slicer segmentations
+        // are not); case folders may hold any of them.
+        touch("fmt/a_0000.nrrd");
+        touch("fmt/b_0000.mha");
+        touch("fmt/c_0000.mhd");
+        touch("fmt/c_0000.zraw");
+        touch("fmt/d_0000.NHDR");
+        touch("fmt/d_0000.raw.gz");
+        touch("fmt/Segmentation.seg.nrrd");
+        touch("fmt/case_1/image.mha");
+        touch("fmt/case_1/mc.seg.nrrd");
+        let l = list_images(&d.join("fmt")).unwrap();
+        assert_eq!(
+            l,
+            vec![
+                ("a".into(), d.join("fmt/a_0000.nrrd")),
+                ("b".into(), d.join("fmt/b_0000.mha")),
+                ("c".into(), d.join("fmt/c_0000.mhd")),
+                ("case_1".into(), d.join("fmt/case_1/image.mha")),
+                ("d".into(), d.join("fmt/d_0000.NHDR")),
+            ]
+        );
+    }
+
+    #[test]
+    fn label_files_of_every_volume_format_name_their_structure() {
+        for (name, stem) in [
+            ("mc.nii.gz", Some("mc")),
+            ("mc.NII", Some("mc")),
+            ("tb.nrrd", Some("tb")),
+            ("tb.seg.nrrd", Some("tb")),
+            ("nv.nhdr", Some("nv")),
+            ("nv.mha", Some("nv")),
+            ("nv.mhd", Some("nv")),
+            ("mc.stl", Some("mc")),
+            ("image.mha", None),
+            ("nv.raw", None),
+            ("nv.zraw", None),
+            ("notes.txt", None),
+        ] {
+            assert_eq!(label_stem(name), stem, "{name}");
+        }
     }
 
     #[test]
