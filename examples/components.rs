@@ -42,7 +42,7 @@ struct Args {
     json: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     if let Some(n) = a.threads {
         rayon::ThreadPoolBuilder::new()
@@ -117,4 +117,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("components: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

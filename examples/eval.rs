@@ -161,7 +161,7 @@ fn check_cases(
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
     let spec = DatasetSpec::open(&a.input_data)?;
@@ -445,4 +445,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         negvol_train::checkpoint::write_json(p, &summaries)?;
     }
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eval: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -63,7 +63,7 @@ use negvol_volume::Volume;
 #[derive(Parser, Debug)]
 #[command(about = "CT -> MC, TB -> NV with trained negvol models")]
 struct Args {
-    /// Input CT (HU): a NIfTI file or a DICOM series folder.
+    /// Input CT (HU): a NIfTI, NRRD or MetaImage file, or a DICOM series folder.
     #[arg(long, required_unless_present = "input_folder")]
     image: Option<PathBuf>,
     /// A cohort instead: every CT of this folder (NIfTI files, case folders, DICOM series
@@ -266,7 +266,7 @@ fn load_models(
     Ok(e)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
     let mc = load_models("MC", &a.mc_model, device)?;
@@ -518,4 +518,14 @@ fn run_one(
     }
     println!("wrote {} files to {}", files.len() + 2, out.display());
     Ok(result.report)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pipeline: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

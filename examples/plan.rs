@@ -52,7 +52,7 @@ struct Args {
     fingerprint_out: Option<PathBuf>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let precision = a.precision;
     let target_spacing = match a.spacing.as_deref() {
@@ -86,4 +86,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("wrote {}", f.display());
     }
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plan: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

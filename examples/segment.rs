@@ -11,9 +11,10 @@
 //! ```text
 //! cargo run --release --example segment -- --model-file runs/cv --input-folder imagesTs --out-folder preds
 //! ```
-//! takes every NIfTI file (nnU-Net's `<case>_0000.nii.gz` names give `<case>.nii.gz`), every
-//! case folder (`<case>/image.nii.gz`) and every other sub-folder as a DICOM series
-//! (`negvol_train::dataset::list_images`), and writes `OUT/<case>.nii.gz` (and probabilities
+//! takes every image file, NIfTI, NRRD or MetaImage (nnU-Net's `<case>_0000.nii.gz` names give
+//! `<case>.nii.gz`), every case folder (`<case>/image.nii.gz`) and every other sub-folder as a
+//! DICOM series (`negvol_train::dataset::list_images`), and writes `OUT/<case>.nii.gz` (another
+//! format with `--out-ending .nrrd` or `.mha`; `--out` chooses by its name) (and probabilities
 //! with `--probabilities`). `--skip-existing` resumes an interrupted folder. A case that fails
 //! is reported and the others go on; the exit status is 1 if any failed.
 //!
@@ -46,22 +47,28 @@ struct Args {
     /// for an ensemble: the mean of the models' probabilities, then the argmax.
     #[arg(long, required = true)]
     model_file: Vec<PathBuf>,
-    /// Input image: a NIfTI file or a DICOM CT series folder.
+    /// Input image: a NIfTI, NRRD or MetaImage file, or a DICOM CT series folder.
     #[arg(long, required_unless_present = "input_folder", requires = "out")]
     image: Option<PathBuf>,
-    /// Output label map (NIfTI, u8: 0 background, t+1 for target t).
+    /// Output label map (u8: 0 background, t+1 for target t), in the format its name gives
+    /// (`.nii.gz`, `.nii`, `.nrrd`, `.mha`, ...).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Segment every image of this folder instead (see the docs above).
     #[arg(long, conflicts_with_all = ["image", "out"], requires = "out_folder")]
     input_folder: Option<PathBuf>,
-    /// Where --input-folder's label maps go, as `<case>.nii.gz`.
+    /// Where --input-folder's label maps go, as `<case><out-ending>`.
     #[arg(long)]
     out_folder: Option<PathBuf>,
+    /// With --input-folder: the output files' ending, which picks the format: `.nii.gz`,
+    /// `.nii`, `.nrrd` or `.mha`.
+    #[arg(long, default_value = ".nii.gz")]
+    out_ending: String,
     /// With --input-folder: leave cases whose label map exists.
     #[arg(long)]
     skip_existing: bool,
-    /// Also write the foreground probability of each target to `<out stem>_prob_<target>.nii.gz`.
+    /// Also write the foreground probability of each target to
+    /// `<out stem>_prob_<target><out's ending>` (`.nrrd` for a `.seg.nrrd` output).
     #[arg(long)]
     probabilities: bool,
     /// Flip test-time augmentation.
@@ -89,7 +96,7 @@ struct Args {
     device: String,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = parse_device(&a.device)?;
     let model = Ensemble::load(&a.model_file, device)?;
@@ -126,6 +133,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         post: &post,
         probabilities: a.probabilities,
     };
+    // An output name negvol cannot write fails now, not after the inference.
+    match (&a.out, &a.input_folder) {
+        (Some(out), _) => negvol_volume::ImageFormat::of(out).map(|_| ())?,
+        (None, Some(_)) => {
+            negvol_volume::ImageFormat::of(format!("case{}", a.out_ending)).map(|_| ())?
+        }
+        (None, None) => {}
+    }
     match (&a.image, &a.out, &a.input_folder, &a.out_folder) {
         (Some(image), Some(out), _, _) => run.segment_one(image, out),
         (_, _, Some(input), Some(out_dir)) => {
@@ -134,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{} images in {}", images.len(), input.display());
             let mut failed = Vec::new();
             for (id, path) in &images {
-                let out = out_dir.join(format!("{id}.nii.gz"));
+                let out = out_dir.join(format!("{id}{}", a.out_ending));
                 if a.skip_existing && out.is_file() {
                     println!("{id}: {} exists, skipped", out.display());
                     continue;
@@ -205,7 +220,7 @@ impl Run<'_> {
                 );
             }
         }
-        negvol_volume::write_nifti(out, &pred.labels)?;
+        negvol_volume::write_volume(out, &pred.labels)?;
         let g = image.geometry();
         println!(
             "{} {:?} at {:?} mm on {:?}: {secs:.2} s",
@@ -230,13 +245,43 @@ impl Run<'_> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let stem = name_s.trim_end_matches(".gz").trim_end_matches(".nii");
-                let p = out.with_file_name(format!("{stem}_prob_{name}.nii.gz"));
-                negvol_volume::write_nifti(&p, &pred.probabilities[t + 1])?;
+                let (stem, ending) = split_ending(&name_s);
+                let p = out.with_file_name(format!("{stem}_prob_{name}{ending}"));
+                negvol_volume::write_volume(&p, &pred.probabilities[t + 1])?;
                 println!("  probabilities: {}", p.display());
             }
         }
         println!("labels: {}", out.display());
         Ok(())
+    }
+}
+
+/// A file name split into its stem and the ending that names its format (`.nii.gz`, `.nrrd`,
+/// ...); a Slicer `.seg.nrrd` gives `.nrrd` (probabilities are no segmentation).
+fn split_ending(name: &str) -> (&str, &str) {
+    let lower = name.to_ascii_lowercase();
+    for (ending, keep) in [
+        (".seg.nrrd", ".nrrd"),
+        (".nii.gz", ".nii.gz"),
+        (".nii", ".nii"),
+        (".nrrd", ".nrrd"),
+        (".nhdr", ".nhdr"),
+        (".mha", ".mha"),
+        (".mhd", ".mhd"),
+    ] {
+        if lower.ends_with(ending) {
+            return (&name[..name.len() - ending.len()], keep);
+        }
+    }
+    (name, ".nii.gz")
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("segment: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -155,7 +155,7 @@ fn synthetic_labels(patch: [usize; 3], classes: i64) -> Array3<i64> {
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
@@ -303,4 +303,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("{record}");
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("train-bench: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

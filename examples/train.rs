@@ -228,7 +228,7 @@ impl Observer for Progress {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let mut run = match &a.config {
         Some(p) => RunConfig::from_json_file(p)?,
@@ -585,4 +585,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.last.display()
     );
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("train: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

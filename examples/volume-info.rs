@@ -37,7 +37,7 @@ fn describe(p: &Path) -> serde_json::Value {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let files: Vec<PathBuf> = if args.path.is_dir() {
         let mut f: Vec<PathBuf> = std::fs::read_dir(&args.path)?
@@ -70,4 +70,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("volume-info: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
