@@ -100,11 +100,14 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     for c in &checks {
         match &c.result {
             Ok(s) => {
-                let structures: Vec<String> = s
+                let mut structures: Vec<String> = s
                     .structures
                     .iter()
                     .map(|(n, v, mm3)| format!("{n} {v} vox {mm3:.0} mm3"))
                     .collect();
+                if s.unannotated_voxels > 0 {
+                    structures.push(format!("unannotated {} vox", s.unannotated_voxels));
+                }
                 println!(
                     "  {:<14} {:?} {} {:.3?} mm  HU {:.0}..{:.0}  {}",
                     c.id,

@@ -474,6 +474,8 @@ pub struct CaseSummary {
     /// Per target (in the order asked): voxels of its class in the label map and their
     /// volume in mm3 (after overlaps are resolved: the later target wins).
     pub structures: Vec<(String, usize, f64)>,
+    /// Voxels the case leaves unannotated ([`crate::IGNORE_LABEL`], sparse annotation).
+    pub unannotated_voxels: usize,
 }
 
 impl CaseSummary {
@@ -487,8 +489,11 @@ impl CaseSummary {
                 (lo.min(*v), hi.max(*v))
             });
         let mut counts = vec![0usize; targets.len() + 1];
+        let mut unannotated = 0;
         for l in case.label.data().iter() {
-            if let Some(c) = counts.get_mut(*l as usize) {
+            if *l == crate::IGNORE_LABEL {
+                unannotated += 1;
+            } else if let Some(c) = counts.get_mut(*l as usize) {
                 *c += 1;
             }
         }
@@ -506,6 +511,7 @@ impl CaseSummary {
                     (name.clone(), n, n as f64 * g.voxel_volume_mm3())
                 })
                 .collect(),
+            unannotated_voxels: unannotated,
         }
     }
 }
@@ -1093,6 +1099,7 @@ mod tests {
                     orientation: orientation.into(),
                     intensity_range: [min, 2000.0],
                     structures: vec![("mc".into(), mc, mc as f64)],
+                    unannotated_voxels: 0,
                 }),
             };
         let fine = vec![
