@@ -409,16 +409,22 @@ impl PostprocessingSearch {
                 predicted.shape()
             )));
         }
+        // The voxels the truth annotates, when it leaves some out (sparse annotation).
+        let annotated = truth
+            .iter()
+            .any(|v| *v == crate::IGNORE_LABEL)
+            .then(|| truth.mapv(|v| v != crate::IGNORE_LABEL));
+        let annotated = annotated.as_ref();
         let mut scores = Vec::with_capacity(self.targets.len());
         for t in 0..self.targets.len() {
             let class = (t + 1) as u8;
             let reference = truth.mapv(|v| v == class);
             let mask = predicted.mapv(|v| v == class);
-            let mut row = vec![dice_of(&reference, &mask, truth)?];
+            let mut row = vec![dice_of(&reference, &mask, annotated)?];
             for f in &self.candidates {
                 let mut m = mask.clone();
                 keep_largest_components(&mut m, f)?;
-                row.push(dice_of(&reference, &m, truth)?);
+                row.push(dice_of(&reference, &m, annotated)?);
             }
             scores.push(row);
         }
@@ -480,20 +486,19 @@ impl PostprocessingSearch {
     }
 }
 
-/// Dice of `mask` against `reference` over the voxels `truth` annotates.
+/// Dice of `mask` against `reference` over the `annotated` voxels (all when `None`).
 fn dice_of(
     reference: &Array3<bool>,
     mask: &Array3<bool>,
-    truth: ArrayView3<'_, u8>,
+    annotated: Option<&Array3<bool>>,
 ) -> Result<f64> {
-    let annotated;
-    let mask = if truth.iter().any(|v| *v == crate::IGNORE_LABEL) {
-        annotated = ndarray::Zip::from(mask)
-            .and(&truth)
-            .map_collect(|m, t| *m && *t != crate::IGNORE_LABEL);
-        &annotated
-    } else {
-        mask
+    let kept;
+    let mask = match annotated {
+        Some(a) => {
+            kept = mask & a;
+            &kept
+        }
+        None => mask,
     };
     let d = negvol_metrics::dice(reference.view(), mask.view())
         .map_err(|e| TrainError::Config(format!("post-processing search: {e}")))?;
