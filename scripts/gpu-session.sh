@@ -23,7 +23,8 @@
 # PATCH (112,144,64), FOV (48,60,28: the paper's 120x150x70 VOI at SPACING 0.4 mm), DEVICE (cuda),
 # TRAIN_PRECISION (bf16), TRAIN_WORKERS (12 batch-making threads: one thread makes a paper-
 # augmented 112x144x64 patch in about 0.1 s, see crates/negvol-train/benches/sampler.rs),
-# F_MAPS (empty: the paper's widths), BIN (.gpu).
+# F_MAPS (empty: the paper's widths), BIN (.gpu), PIPE_JOBS (5 pipeline cases at a time),
+# RUN_TIMEOUT (120 s per throughput process), INFER_TIMEOUT (240 s per inference process).
 # PLANMEM_SIZE (160: phantom grid edge at SPACING for planmem), PLANMEM_BUDGETS ("2,8" GiB).
 # planmem (about a minute): `plan` for a few GPU budgets in f32 and bf16, a few training steps of
 # each plan, the plan's memory estimate against the peak GPU memory the process held.
@@ -52,6 +53,9 @@ TRAIN_PRECISION=${TRAIN_PRECISION:-bf16}
 TRAIN_WORKERS=${TRAIN_WORKERS:-12}
 F_MAPS=${F_MAPS:-}
 WORK=${WORK:-/tmp/negvol-gpu-work}
+PIPE_JOBS=${PIPE_JOBS:-5}
+RUN_TIMEOUT=${RUN_TIMEOUT:-120}
+INFER_TIMEOUT=${INFER_TIMEOUT:-240}
 STAGES=${*:-check throughput infer table1}
 mkdir -p "$OUT" "$WORK"
 
@@ -86,7 +90,7 @@ stage_check() {
 stage_throughput() {
     # Batch 1 in every precision, then the larger batch in bf16 (what one would train with).
     local common=(--bin "$BIN/train-bench" --device "$DEVICE" --archs "${ARCHS// /,}"
-        --patch "$PATCH" --steps "$STEPS" --warmup 2 --max-seconds 5)
+        --patch "$PATCH" --steps "$STEPS" --warmup 2 --max-seconds 5 --timeout "$RUN_TIMEOUT")
     python3 benches/peers/train_throughput.py "${common[@]}" --batches 1 \
         --precisions "$PRECISIONS" --out "$OUT/train_throughput_b1.jsonl" \
         >"$OUT/train_throughput.md" 2>"$OUT/train_throughput.log"
@@ -99,7 +103,7 @@ stage_throughput() {
 stage_infer() {
     python3 benches/peers/train_throughput.py --bin "$BIN/train-bench" --device "$DEVICE" \
         --infer-shape "$INFER_SHAPE" --archs unet3d --batches "$INFER_BATCH" \
-        --precisions "$PRECISIONS" --patch "$PATCH" --out "$OUT/infer.jsonl" \
+        --precisions "$PRECISIONS" --patch "$PATCH" --timeout "$INFER_TIMEOUT" --out "$OUT/infer.jsonl" \
         >"$OUT/infer.md" 2>"$OUT/infer.log"
     cat "$OUT/infer.md" >&2
 }
@@ -162,15 +166,26 @@ stage_table1() {
         if [ -f "$mc_model" ] && [ -f "$tb_model" ]; then
             local P="$WORK/pipe/$arch"
             rm -rf "$P" && mkdir -p "$P/pred" "$P/ref"
+            # PIPE_JOBS cases at a time: each process spends most of its few seconds starting CUDA.
+            local running=0
             for c in "$WORK"/test/case_*; do
                 local id
                 id=$(basename "$c")
-                "$BIN/pipeline" --image "$c/image.nii.gz" --mc-model "$mc_model" \
-                    --tb-model "$tb_model" --out "$P/$id" --truth "$c" \
-                    --no-pictures --device "$DEVICE" >>"$T/pipeline-$arch.log" 2>&1 || continue
-                cp "$P/$id/nv.nii.gz" "$P/pred/$id.nii.gz"
-                cp "$c/nv.nii.gz" "$P/ref/$id.nii.gz"
+                (
+                    "$BIN/pipeline" --image "$c/image.nii.gz" --mc-model "$mc_model" \
+                        --tb-model "$tb_model" --out "$P/$id" --truth "$c" \
+                        --no-pictures --device "$DEVICE" >"$P/$id.log" 2>&1 || exit 0
+                    cp "$P/$id/nv.nii.gz" "$P/pred/$id.nii.gz"
+                    cp "$c/nv.nii.gz" "$P/ref/$id.nii.gz"
+                ) &
+                running=$((running + 1))
+                if [ "$running" -ge "$PIPE_JOBS" ]; then
+                    wait -n
+                    running=$((running - 1))
+                fi
             done
+            wait
+            cat "$P"/case_*.log >>"$T/pipeline-$arch.log"
             "$BIN/metrics" --reference-dir "$P/ref" --prediction-dir "$P/pred" \
                 --csv "$T/nv-$arch.csv" --summary "$T/nv-$arch.json" >"$T/nv-$arch.md" 2>&1 \
                 || log "NV metrics $arch failed"
