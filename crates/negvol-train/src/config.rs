@@ -20,10 +20,10 @@ pub enum Precision {
     F32,
     /// CUDA autocast to bfloat16 (no loss scaling needed). On CPU: f32.
     ///
-    /// tch's `autocast` only enables libtorch's default CUDA autocast dtype (float16), so the
-    /// trainer sets the dtype with `at::autocast::set_autocast_dtype` (called by its C++
-    /// symbol, present in libtorch 2.x). This path builds and links here but has not yet been
-    /// run on a GPU.
+    /// libtorch's CUDA autocast dtype is float16 unless told otherwise, so the trainer sets it
+    /// with `at::autocast::set_autocast_dtype` (called by its C++ symbol, present in libtorch
+    /// 2.x). Run on an NVIDIA H200 on 2026-11-27 (training, throughput and inference; README
+    /// "Measured on a GPU").
     Bf16,
     /// CUDA autocast to float16 with dynamic loss scaling. On CPU: f32.
     F16,
@@ -84,6 +84,69 @@ pub(crate) fn set_autocast_dtype(precision: Precision) {
         // SAFETY: plain C++ function taking two int8-backed enums, present in libtorch 2.x.
         unsafe { at_set_autocast_dtype(CUDA, dtype) };
     }
+}
+
+// libtorch's autocast state functions, called by their (Itanium-mangled) C++ names. tch's own
+// `autocast` goes through `at::autocast::set_enabled`/`is_enabled`, which libtorch 2.11
+// deprecates and which print a deprecation warning on every call: thousands of lines per epoch
+// on a GPU (seen on the H200, 2026-11-27). These are the functions those wrappers forward to.
+extern "C" {
+    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+    fn at_is_autocast_enabled(device: i8) -> bool;
+    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+    fn at_set_autocast_enabled(device: i8, enabled: bool);
+    #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+    fn at_autocast_increment_nesting() -> i32;
+    #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+    fn at_autocast_decrement_nesting() -> i32;
+    #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+    fn at_autocast_clear_cache();
+}
+
+/// `c10::DeviceType::CUDA`.
+const DEVICE_TYPE_CUDA: i8 = 1;
+
+/// Whether libtorch's CUDA autocast is on in this thread.
+fn cuda_autocast_enabled() -> bool {
+    // SAFETY: a plain C++ function of an int8-backed enum that reads a thread-local flag;
+    // present in libtorch 2.x and callable without a GPU.
+    unsafe { at_is_autocast_enabled(DEVICE_TYPE_CUDA) }
+}
+
+/// Restores the CUDA autocast state of the enclosing scope when dropped (also on a panic).
+struct AutocastGuard {
+    previous: bool,
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        // SAFETY: as in `cuda_autocast_enabled`; these set thread-local state and free the
+        // autocast cast cache, which is what leaving an autocast region does in PyTorch.
+        unsafe {
+            if at_autocast_decrement_nesting() == 0 {
+                at_autocast_clear_cache();
+            }
+            at_set_autocast_enabled(DEVICE_TYPE_CUDA, self.previous);
+        }
+    }
+}
+
+/// Run `f` with libtorch's CUDA autocast on (`enabled`) or off, then restore the previous
+/// state; what `tch::autocast` does, without libtorch's per-call deprecation warning. With
+/// `enabled` false outside any autocast region it only runs `f`. The dtype is set separately
+/// ([`set_autocast_dtype`]).
+pub(crate) fn autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    let previous = cuda_autocast_enabled();
+    if !enabled && !previous {
+        return f();
+    }
+    // SAFETY: as in `cuda_autocast_enabled`; the guard undoes both calls.
+    unsafe {
+        at_set_autocast_enabled(DEVICE_TYPE_CUDA, enabled);
+        at_autocast_increment_nesting();
+    }
+    let _guard = AutocastGuard { previous };
+    f()
 }
 
 /// Validation during training.
@@ -273,6 +336,25 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn autocast_regions_nest_and_restore_the_previous_state() {
+        // CUDA autocast is a thread-local flag: settable and readable without a GPU.
+        assert!(!cuda_autocast_enabled());
+        let seen = autocast(true, || {
+            let outer = cuda_autocast_enabled();
+            let inner = autocast(false, cuda_autocast_enabled);
+            (outer, inner, cuda_autocast_enabled())
+        });
+        assert_eq!(seen, (true, false, true));
+        assert!(!cuda_autocast_enabled());
+        // Off outside any region runs the closure and touches nothing.
+        assert_eq!(autocast(false, || 7), 7);
+        // A panic inside the region still restores the state.
+        let r = std::panic::catch_unwind(|| autocast(true, || -> u8 { panic!("inside") }));
+        assert!(r.is_err());
+        assert!(!cuda_autocast_enabled());
+    }
 
     #[test]
     fn precision_names_parse_print_and_match_json() {

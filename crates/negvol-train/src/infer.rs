@@ -216,7 +216,7 @@ pub fn sliding_window(
                 } else {
                     x.flip(f.as_slice())
                 };
-                let y = tch::autocast(amp, || model(&xin))?;
+                let y = crate::config::autocast(amp, || model(&xin))?;
                 let y = y.to_kind(Kind::Float);
                 if y.dim() != 5 || y.size()[0] != x.size()[0] || y.size()[2..] != x.size()[2..] {
                     return Err(TrainError::Network(format!(

@@ -555,7 +555,7 @@ impl Trainer {
         if amp {
             crate::config::set_autocast_dtype(self.cfg.precision);
         }
-        let outputs = tch::autocast(amp, || self.net.forward_deep(x, true))?;
+        let outputs = crate::config::autocast(amp, || self.net.forward_deep(x, true))?;
         let outputs: Vec<Tensor> = outputs.iter().map(|o| o.to_kind(Kind::Float)).collect();
         mark(&mut times, |t| &mut t.forward);
         let loss = self.objective.loss_deep(&outputs, y)?;
