@@ -3,12 +3,17 @@
 # network). Stage the binaries first on the build machine with scripts/gpu-prepare.sh, then run
 # this from the repository root with `.gpu` carried:
 #
-#   scripts/gpu-session.sh [STAGE ...]     stages: check throughput infer table1 (default: all);
+#   scripts/gpu-session.sh [STAGE ...]     stages: check infer throughput table1 (default: all);
 #                                          planmem (optional, not in the default list)
 #
-# With 15 device minutes per session (start-up included), run it as two calls of at most 600 s:
-#   SESSION_SECONDS=330 scripts/gpu-session.sh check throughput infer
-#   SESSION_SECONDS=540 scripts/gpu-session.sh table1
+# With 15 device minutes per session (start-up included; a machine started in about 30 s on
+# 2026-11-27 and is handed back after 30 s idle), run it as two calls issued back to back:
+#   SESSION_SECONDS=400 scripts/gpu-session.sh check infer throughput     (about 370 s)
+#   SESSION_SECONDS=<device budget left - 40> scripts/gpu-session.sh table1
+# The device tool returns at most 8 files from $OUT, so point OUT elsewhere and pack it, e.g.
+#   O=$OUT; export OUT=/tmp/g1; SESSION_SECONDS=400 timeout 415 scripts/gpu-session.sh ...;
+#   tar czf $O/out.tgz -C /tmp/g1 .; cp /tmp/g1/SUMMARY.md $O/
+# (what the 2026-11-27 H200 session ran; results in benches/results/2026-11-27-h200).
 #
 # Results go to $OUT (the device tool's folder, else ./gpu-out): one log and one Markdown/JSON
 # file per stage, written as each stage finishes, so a run cut short still returns what it did.
@@ -56,7 +61,7 @@ WORK=${WORK:-/tmp/negvol-gpu-work}
 PIPE_JOBS=${PIPE_JOBS:-5}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 INFER_TIMEOUT=${INFER_TIMEOUT:-240}
-STAGES=${*:-check throughput infer table1}
+STAGES=${*:-check infer throughput table1}
 mkdir -p "$OUT" "$WORK"
 
 left() { echo $((START + SESSION_SECONDS - $(date +%s))); }
