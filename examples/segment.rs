@@ -257,23 +257,14 @@ impl Run<'_> {
 }
 
 /// A file name split into its stem and the ending that names its format (`.nii.gz`, `.nrrd`,
-/// ...); a Slicer `.seg.nrrd` gives `.nrrd` (probabilities are no segmentation).
-fn split_ending(name: &str) -> (&str, &str) {
-    let lower = name.to_ascii_lowercase();
-    for (ending, keep) in [
-        (".seg.nrrd", ".nrrd"),
-        (".nii.gz", ".nii.gz"),
-        (".nii", ".nii"),
-        (".nrrd", ".nrrd"),
-        (".nhdr", ".nhdr"),
-        (".mha", ".mha"),
-        (".mhd", ".mhd"),
-    ] {
-        if lower.ends_with(ending) {
-            return (&name[..name.len() - ending.len()], keep);
-        }
+/// ...); a Slicer `.seg.nrrd` gives `.nrrd` (probabilities are no segmentation), a name with
+/// no volume ending `.nii.gz`.
+fn split_ending(name: &str) -> (&str, &'static str) {
+    match negvol_volume::split_volume_name(name) {
+        Some((stem, ".seg.nrrd")) => (stem, ".nrrd"),
+        Some(split) => split,
+        None => (name, ".nii.gz"),
     }
-    (name, ".nii.gz")
 }
 
 fn main() -> std::process::ExitCode {

@@ -43,16 +43,38 @@ use crate::{
     DEFAULT_MAX_VOXELS,
 };
 
-/// The file extensions [`read_volume`] and [`write_volume`] handle.
+/// The file extensions [`read_volume`] and [`write_volume`] handle, ordered so that the first
+/// one a file name ends with is its whole ending (`.seg.nrrd` before `.nrrd`); see
+/// [`split_volume_name`].
 pub const SUPPORTED_EXTENSIONS: [&str; 7] = [
-    ".nii",
     ".nii.gz",
-    ".nrrd",
+    ".nii",
     ".seg.nrrd",
+    ".nrrd",
     ".nhdr",
     ".mha",
     ".mhd",
 ];
+
+/// A volume file name split into its stem and its ending, one of [`SUPPORTED_EXTENSIONS`]
+/// (matched ASCII case-insensitively; the stem keeps its case and must not be empty). `None`
+/// for a name with no volume ending.
+///
+/// ```
+/// use negvol_volume::split_volume_name;
+/// assert_eq!(split_volume_name("case_001.nii.gz"), Some(("case_001", ".nii.gz")));
+/// assert_eq!(split_volume_name("tb.seg.nrrd"), Some(("tb", ".seg.nrrd")));
+/// assert_eq!(split_volume_name("CT.MHA"), Some(("CT", ".mha")));
+/// assert_eq!(split_volume_name("mesh.stl"), None);
+/// assert_eq!(split_volume_name(".nii"), None);
+/// ```
+pub fn split_volume_name(name: &str) -> Option<(&str, &'static str)> {
+    let lower = name.to_ascii_lowercase();
+    SUPPORTED_EXTENSIONS
+        .iter()
+        .find(|ext| lower.len() > ext.len() && lower.ends_with(*ext))
+        .map(|ext| (&name[..name.len() - ext.len()], *ext))
+}
 
 /// A volume file format, as chosen by a file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -88,16 +110,12 @@ impl ImageFormat {
 
     /// [`Self::of`] as an option.
     pub fn from_name(path: impl AsRef<Path>) -> Option<Self> {
-        let path = path.as_ref();
-        let is = |ext: &str| ends_with_ci(path, ext);
-        if is(".nii") || is(".nii.gz") {
-            Some(Self::Nifti)
-        } else if is(".nrrd") || is(".nhdr") {
-            Some(Self::Nrrd)
-        } else if is(".mha") || is(".mhd") {
-            Some(Self::MetaImage)
-        } else {
-            None
+        let name = path.as_ref().file_name()?.to_str()?;
+        match split_volume_name(name)?.1 {
+            ".nii" | ".nii.gz" => Some(Self::Nifti),
+            ".nrrd" | ".seg.nrrd" | ".nhdr" => Some(Self::Nrrd),
+            ".mha" | ".mhd" => Some(Self::MetaImage),
+            _ => None,
         }
     }
 

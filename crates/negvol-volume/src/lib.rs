@@ -153,8 +153,8 @@ pub use dicom::{read_dicom_series, read_dicom_series_with, DicomReadOptions};
 pub use error::{Result, VolumeError};
 pub use geometry::Geometry;
 pub use io::{
-    read_mask, read_volume, read_volume_geometry, read_volume_with, write_mask, write_volume,
-    write_volume_as, ImageFormat, ReadOptions, SUPPORTED_EXTENSIONS,
+    read_mask, read_volume, read_volume_geometry, read_volume_with, split_volume_name, write_mask,
+    write_volume, write_volume_as, ImageFormat, ReadOptions, SUPPORTED_EXTENSIONS,
 };
 pub use metaimage::{
     read_metaimage, read_metaimage_geometry, read_metaimage_header, read_metaimage_with,

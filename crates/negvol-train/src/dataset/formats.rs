@@ -292,11 +292,7 @@ pub fn from_decathlon(manifest: &Path, v: &Value) -> Result<DatasetSpec> {
         let id = image
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
-            .map(|f| {
-                super::strip_ext(&f, &super::VOLUME_EXTS)
-                    .unwrap_or(f.as_str())
-                    .to_string()
-            })
+            .map(|f| super::image_id(&f).unwrap_or(f.as_str()).to_string())
             .filter(|id| !id.is_empty())
             .ok_or_else(|| bad(format!("training entry #{n}: no file name in {image:?}")))?;
         cases.push(case_spec(id, image, label, &declared));

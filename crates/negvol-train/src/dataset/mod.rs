@@ -111,52 +111,40 @@ pub struct Case {
     pub label: Volume<u8>,
 }
 
-/// The image file names a case folder may hold, in the order they are looked for.
-const IMAGE_NAMES: [&str; 6] = [
-    "image.nii.gz",
-    "image.nii",
-    "image.nrrd",
-    "image.nhdr",
-    "image.mha",
-    "image.mhd",
-];
-
-/// The extensions of volume files (longest first where one ends another).
-const VOLUME_EXTS: [&str; 6] = [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"];
-
+/// The image file of a case folder: `image` with the first volume ending (in
+/// [`negvol_volume::SUPPORTED_EXTENSIONS`]'s order, Slicer segmentations excluded) that exists,
+/// else an `image` folder (a DICOM series).
 fn find_image(dir: &Path) -> Option<PathBuf> {
-    IMAGE_NAMES
+    negvol_volume::SUPPORTED_EXTENSIONS
         .iter()
-        .map(|n| dir.join(n))
+        .filter(|ext| **ext != SEGMENTATION_ENDING)
+        .map(|ext| dir.join(format!("image{ext}")))
         .find(|p| p.is_file())
         .or_else(|| Some(dir.join("image")).filter(|p| p.is_dir()))
 }
 
-/// `name` without the first of `exts` it ends with (compared case-insensitively).
-fn strip_ext<'a>(name: &'a str, exts: &[&str]) -> Option<&'a str> {
-    let lower = name.to_ascii_lowercase();
-    exts.iter()
-        .find(|ext| lower.ends_with(*ext))
-        .map(|ext| &name[..name.len() - ext.len()])
+/// The ending of 3D Slicer segmentation files, which hold labels, never an image.
+const SEGMENTATION_ENDING: &str = ".seg.nrrd";
+
+/// The id of an image file name: the name without its volume ending (`la_003.nii.gz` ->
+/// `la_003`); `None` for a Slicer segmentation or a name with no volume ending.
+pub(crate) fn image_id(name: &str) -> Option<&str> {
+    negvol_volume::split_volume_name(name)
+        .filter(|(_, ending)| *ending != SEGMENTATION_ENDING)
+        .map(|(stem, _)| stem)
 }
 
 /// The structure name of a label file in a case folder (`mc.nii.gz` -> `mc`,
-/// `tb.seg.nrrd` -> `tb`), if it is one.
+/// `tb.seg.nrrd` -> `tb`, `nv.stl` -> `nv`), if it is one.
 fn label_stem(name: &str) -> Option<&str> {
-    strip_ext(
-        name,
-        &[
-            ".nii.gz",
-            ".nii",
-            ".seg.nrrd",
-            ".nrrd",
-            ".nhdr",
-            ".mha",
-            ".mhd",
-            ".stl",
-        ],
-    )
-    .filter(|stem| !stem.is_empty() && *stem != "image")
+    negvol_volume::split_volume_name(name)
+        .map(|(stem, _)| stem)
+        .or_else(|| {
+            let cut = name.len().checked_sub(".stl".len())?;
+            (name.is_char_boundary(cut) && name[cut..].eq_ignore_ascii_case(".stl"))
+                .then(|| &name[..cut])
+        })
+        .filter(|stem| !stem.is_empty() && *stem != "image")
 }
 
 /// A folder's entries, sorted, without hidden ones (macOS `._x` files and the like).
@@ -877,9 +865,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             .unwrap_or_default();
         if p.is_dir() {
             out.push((name, find_image(&p).unwrap_or(p)));
-        } else if strip_ext(&name, &[".seg.nrrd"]).is_some() {
-            continue;
-        } else if let Some(id) = strip_ext(&name, &VOLUME_EXTS) {
+        } else if let Some(id) = image_id(&name) {
             files.push((id.to_string(), p));
         }
     }
@@ -1227,9 +1213,38 @@ mod tests {
             ("nv.raw", None),
             ("nv.zraw", None),
             ("notes.txt", None),
+            ("mc.STL", Some("mc")),
+            (".stl", None),
+            (".nii.gz", None),
         ] {
             assert_eq!(label_stem(name), stem, "{name}");
         }
+    }
+
+    #[test]
+    fn image_ids_strip_every_image_ending_and_skip_segmentations() {
+        for (name, id) in [
+            ("la_003.nii.gz", Some("la_003")),
+            ("la_003_0000.NII", Some("la_003_0000")),
+            ("ct.nrrd", Some("ct")),
+            ("ct.nhdr", Some("ct")),
+            ("ct.mha", Some("ct")),
+            ("ct.mhd", Some("ct")),
+            ("tb.seg.nrrd", None),
+            ("ct.raw", None),
+        ] {
+            assert_eq!(image_id(name), id, "{name}");
+        }
+        // Every nnU-Net file ending negvol accepts is an image ending, and vice versa.
+        let mut accepted: Vec<&str> = formats::FILE_ENDINGS.to_vec();
+        let mut images: Vec<&str> = negvol_volume::SUPPORTED_EXTENSIONS
+            .iter()
+            .copied()
+            .filter(|e| *e != SEGMENTATION_ENDING)
+            .collect();
+        accepted.sort_unstable();
+        images.sort_unstable();
+        assert_eq!(accepted, images);
     }
 
     #[test]
