@@ -180,6 +180,9 @@ struct Args {
 
 struct Progress {
     quiet: bool,
+    /// Training samples per epoch (batches x batch size), to turn `samples_per_second` back
+    /// into the epoch's training seconds.
+    samples_per_epoch: usize,
 }
 
 impl Observer for Progress {
@@ -217,8 +220,19 @@ impl Observer for Progress {
             ),
             _ => String::new(),
         };
+        // The share of the training time (not of validation) spent blocked on the loader.
+        let train_secs = self.samples_per_epoch as f64 / r.samples_per_second;
+        let wait = if train_secs.is_finite() && train_secs > 0.0 {
+            format!(
+                "{:.1} s ({:.0}%)",
+                r.data_wait_seconds,
+                100.0 * r.data_wait_seconds / train_secs
+            )
+        } else {
+            format!("{:.1} s", r.data_wait_seconds)
+        };
         println!(
-            "epoch {:>3}: loss {:.4} lr {:.2e} {:.1} samples/s {:.1} s{val}",
+            "epoch {:>3}: loss {:.4} lr {:.2e} {:.1} samples/s {:.1} s data wait {wait}{val}",
             r.epoch + 1,
             r.train_loss,
             r.lr,
@@ -484,7 +498,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .into());
         }
     }
-    let mut obs = Progress { quiet: a.quiet };
+    let mut obs = Progress {
+        quiet: a.quiet,
+        samples_per_epoch: run.train.sampler.batches_per_epoch * run.train.sampler.batch_size,
+    };
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     let patients: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
     let folds = match (a.folds, &a.splits) {

@@ -90,6 +90,14 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training samples per second.
     pub samples_per_second: f64,
+    /// Seconds of the epoch's training spent blocked on the data loader, waiting for the next
+    /// batch: from the epoch's start to its first batch (which includes starting the loader's
+    /// workers unless they were started during the previous epoch's validation), then from
+    /// each step's end to the next batch. Part of the training time
+    /// (`samples / samples_per_second`); the rest is the steps'. 0 in histories written before
+    /// this field existed.
+    #[serde(default)]
+    pub data_wait_seconds: f64,
 }
 
 /// The training state that a resumed run continues from.

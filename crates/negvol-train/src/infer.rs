@@ -141,26 +141,56 @@ pub fn sliding_window(
     let p = cfg.patch;
     // Pad to at least the patch size.
     let padded: [usize; 3] = [size[0].max(p[0]), size[1].max(p[1]), size[2].max(p[2])];
-    let fill = image.iter().copied().fold(f32::INFINITY, f32::min);
-    let fill = if fill.is_finite() { fill } else { 0.0 };
     let to_i64 = |a: [usize; 3]| [a[0] as i64, a[1] as i64, a[2] as i64];
-    // One copy into libtorch (no intermediate Vec when the array is in standard layout).
-    let img = match image.as_slice() {
-        Some(data) => Tensor::from_slice(data),
-        None => Tensor::from_slice(&image.iter().copied().collect::<Vec<f32>>()),
+    // The host side copies every voxel at most once each way (the image to the device, the
+    // result into the returned array; on the CPU without padding, neither) and scans nothing
+    // it does not need.
+    //
+    // The image's own memory is wrapped as a CPU tensor, not copied into one:
+    // `as_standard_layout` borrows it when it is already in standard (C) order (the usual
+    // case) and copies it once into that order otherwise.
+    let host = image.as_standard_layout();
+    let data = host
+        .as_slice()
+        .ok_or_else(|| TrainError::Network("sliding window: image not contiguous".into()))?;
+    // SAFETY: `data` is `size[0] * size[1] * size[2]` initialised f32s, contiguous in C order,
+    // which is what `from_blob` is told (the shape, default strides, Float). The tensor does
+    // not own that memory, so it must not outlive `host` (the caller's `image` or our
+    // standard-layout copy), and nothing may write through it while `data` is borrowed:
+    // `src` (and on the CPU `img`, which then is `src` itself, as `to_device` to the same
+    // device returns the tensor) is a local of this function, dropped before `host` (declared
+    // earlier) on every return path, explicitly (`drop(img)`) on the successful one; it is
+    // only read (copied to the device or into the padded tensor, or `narrow`ed into windows
+    // that `Tensor::stack` copies before the model sees them), never written or handed out.
+    let src = unsafe {
+        Tensor::f_from_blob(
+            data.as_ptr().cast::<u8>(),
+            &to_i64(size),
+            &[],
+            Kind::Float,
+            Device::Cpu,
+        )
     }
-    .view(to_i64(size))
-    .to_device(device);
+    .map_err(|e| TrainError::torch("sliding window: wrapping the image", e))?;
     let img = if padded != size {
+        // The padding value (the image's minimum) is only needed, and only scanned for, when
+        // the volume is smaller than the window along some axis.
+        let fill = image.iter().copied().fold(f32::INFINITY, f32::min);
+        let fill = if fill.is_finite() { fill } else { 0.0 };
         let t = Tensor::full(to_i64(padded), fill as f64, (Kind::Float, device));
         t.narrow(0, 0, size[0] as i64)
             .narrow(1, 0, size[1] as i64)
             .narrow(2, 0, size[2] as i64)
-            .copy_(&img);
+            .f_copy_(&src)
+            .map_err(|e| TrainError::torch("sliding window: copying the image", e))?;
         t
     } else {
-        img
+        // One host-to-device copy (synchronous: `to_device` does not ask for a non-blocking
+        // copy, so `src` may go once it returns); on the CPU, `src` itself.
+        src.f_to_device(device)
+            .map_err(|e| TrainError::torch("sliding window: copying the image", e))?
     };
+    drop(src);
     let gauss = Tensor::from_slice(&gaussian_importance(p, cfg.sigma_scale))
         .view(to_i64(p))
         .to_device(device);
@@ -196,6 +226,12 @@ pub fn sliding_window(
     if amp {
         crate::config::set_autocast_dtype(cfg.precision);
     }
+    // On the CPU, when there is no padding to crop, the accumulator is the returned array's
+    // own buffer (the result then needs no copy at all); elsewhere it lives on the device and
+    // is copied once into a fresh buffer at the end. Declared before `agg`, so that on every
+    // return path `agg` (which may borrow it) is dropped first.
+    let in_place = device == Device::Cpu && padded == size;
+    let mut acc_buf: Vec<f32> = Vec::new();
     let mut agg: Option<Tensor> = None;
     let weight = Tensor::zeros(to_i64(padded), (Kind::Float, device));
     tch::no_grad(|| -> Result<()> {
@@ -243,17 +279,41 @@ pub fn sliding_window(
             let out = out.expect("at least one flip") / flips.len() as f64;
             let out = out * gauss.view([1, 1, p[0] as i64, p[1] as i64, p[2] as i64]);
             let channels = out.size()[1];
-            let acc = agg.get_or_insert_with(|| {
-                Tensor::zeros(
-                    [
+            let acc = match &mut agg {
+                Some(acc) => acc,
+                None => {
+                    let shape = [
                         channels,
                         padded[0] as i64,
                         padded[1] as i64,
                         padded[2] as i64,
-                    ],
-                    (Kind::Float, device),
-                )
-            });
+                    ];
+                    let acc = if in_place {
+                        acc_buf = vec![0f32; channels as usize * padded.iter().product::<usize>()];
+                        // SAFETY: `acc_buf` holds exactly `channels * padded` initialised
+                        // (zero) f32s, contiguous, matching the shape, default strides and
+                        // Float kind given; the pointer comes from `as_mut_ptr`, so libtorch
+                        // may write through it (the in-place accumulation and normalisation).
+                        // The tensor does not own the buffer: `acc_buf` is neither read,
+                        // resized nor dropped while `agg`, `acc` or a view of them (`res`)
+                        // exists. They are dropped before it on every return path (declared
+                        // after it) and explicitly before it is taken on the successful one.
+                        unsafe {
+                            Tensor::f_from_blob(
+                                acc_buf.as_mut_ptr().cast::<u8>().cast_const(),
+                                &shape,
+                                &[],
+                                Kind::Float,
+                                Device::Cpu,
+                            )
+                        }
+                        .map_err(|e| TrainError::torch("sliding window: the accumulator", e))?
+                    } else {
+                        Tensor::zeros(shape, (Kind::Float, device))
+                    };
+                    agg.insert(acc)
+                }
+            };
             if acc.size()[0] != channels {
                 return Err(TrainError::Network(format!(
                     "sliding window: channel count changed from {} to {channels}",
@@ -283,20 +343,55 @@ pub fn sliding_window(
     let res = acc
         .narrow(1, 0, size[0] as i64)
         .narrow(2, 0, size[1] as i64)
-        .narrow(3, 0, size[2] as i64)
-        .contiguous()
-        .to_device(Device::Cpu);
-    drop(acc);
+        .narrow(3, 0, size[2] as i64);
     let c = res.size()[0] as usize;
-    let n = c * size.iter().product::<usize>();
-    let mut v = vec![0f32; n];
-    res.f_copy_data(&mut v, n)
-        .map_err(|e| TrainError::torch("sliding window: reading the result", e))?;
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(TrainError::Network(
-            "sliding window: the model produced non-finite values".into(),
-        ));
+    // Finite? One reduction where the result lives (min and max propagate NaN, and an
+    // infinity is an extreme), two scalars read back, before anything is copied to the host.
+    if res.numel() > 0 {
+        let (lo, hi) = res
+            .f_aminmax(None, false)
+            .map_err(|e| TrainError::torch("sliding window: checking the result", e))?;
+        if !(lo.double_value(&[]).is_finite() && hi.double_value(&[]).is_finite()) {
+            return Err(TrainError::Network(
+                "sliding window: the model produced non-finite values".into(),
+            ));
+        }
     }
+    let v = if in_place {
+        // The accumulator is `acc_buf`: release every tensor on it, then take it.
+        drop(res);
+        drop(acc);
+        std::mem::take(&mut acc_buf)
+    } else {
+        // One copy, from the (possibly strided) result on its device straight into the
+        // buffer the returned array owns.
+        let n = c * size.iter().product::<usize>();
+        let mut v = vec![0f32; n];
+        {
+            // SAFETY: `v` holds exactly `n = c * size[0] * size[1] * size[2]` initialised
+            // f32s, contiguous, matching the shape, default (C) strides and Float kind given.
+            // `dst` does not own them: it is dropped at the end of this block, while `v` is
+            // alive and not otherwise used (no reference into it exists meanwhile), and
+            // `copy_` is synchronous (no non-blocking copy is requested), so no write reaches
+            // `v` after the block. The pointer comes from `as_mut_ptr`, so writing through it
+            // is allowed.
+            let mut dst = unsafe {
+                Tensor::f_from_blob(
+                    v.as_mut_ptr().cast::<u8>().cast_const(),
+                    &[c as i64, size[0] as i64, size[1] as i64, size[2] as i64],
+                    &[],
+                    Kind::Float,
+                    Device::Cpu,
+                )
+            }
+            .map_err(|e| TrainError::torch("sliding window: reading the result", e))?;
+            dst.f_copy_(&res)
+                .map_err(|e| TrainError::torch("sliding window: reading the result", e))?;
+        }
+        drop(res);
+        drop(acc);
+        v
+    };
     Array4::from_shape_vec((c, size[0], size[1], size[2]), v)
         .map_err(|e| TrainError::Network(format!("sliding window: {e}")))
 }
@@ -469,6 +564,100 @@ mod tests {
             for (a, b) in out.iter().zip(img.iter()) {
                 assert_abs_diff_eq!(a, b, epsilon = 1e-5);
             }
+        }
+    }
+
+    /// The refusal of non-finite output, now checked on the device before the copy: a NaN or
+    /// an infinity from one window (any activation, with or without flips and padding) is
+    /// the same error as before, and a non-finite value in the padding only (cropped away)
+    /// is still accepted.
+    #[test]
+    fn non_finite_output_of_one_window_is_refused() {
+        let marker = 1000.0;
+        for (shape, at) in [
+            ((20, 20, 20), [17, 3, 11]),
+            ((20, 20, 20), [19, 19, 19]),
+            ((13, 9, 7), [0, 0, 0]),
+        ] {
+            let mut img =
+                Array3::from_shape_fn(shape, |(i, j, k)| ((i + 2 * j + 3 * k) % 7) as f32);
+            img[at] = marker;
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let m = move |x: &Tensor| -> Result<Tensor> {
+                    Ok(x.masked_fill(&x.eq(marker as f64), bad))
+                };
+                for (activation, tta) in [
+                    (Activation::None, false),
+                    (Activation::None, true),
+                    (Activation::Sigmoid, false),
+                ] {
+                    let cfg = InferenceConfig {
+                        patch: [8, 8, 8],
+                        batch_size: 3,
+                        flip_tta: tta,
+                        activation,
+                        ..Default::default()
+                    };
+                    // A sigmoid maps an infinity to 0 or 1: only NaN stays non-finite.
+                    let expect_err = activation == Activation::None || bad.is_nan();
+                    match sliding_window(&m, &img, &cfg, Device::Cpu) {
+                        Err(TrainError::Network(msg)) if expect_err => {
+                            assert_eq!(msg, "sliding window: the model produced non-finite values")
+                        }
+                        Ok(out) if !expect_err => {
+                            assert!(out.iter().all(|v| v.is_finite()))
+                        }
+                        other => {
+                            panic!("{shape:?} at {at:?}, {bad} {activation:?} tta {tta}: {other:?}")
+                        }
+                    }
+                }
+            }
+        }
+        // NaN only where the window covers the padding (planes i >= 5 of a 5-plane image,
+        // one window of 8 planes starting at 0): cropped away, so accepted, as before.
+        let img = Array3::from_shape_fn((5, 9, 7), |(i, j, k)| (i * j + k) as f32);
+        let pad_nan = |x: &Tensor| -> Result<Tensor> {
+            let y = x.copy();
+            let _ = y.narrow(2, 5, 3).fill_(f64::NAN);
+            Ok(y)
+        };
+        let cfg = InferenceConfig {
+            patch: [8, 4, 4],
+            activation: Activation::None,
+            ..Default::default()
+        };
+        let out = sliding_window(&pad_nan, &img, &cfg, Device::Cpu).unwrap();
+        for (a, b) in out.iter().zip(img.iter()) {
+            assert_abs_diff_eq!(a, b, epsilon = 1e-5);
+        }
+    }
+
+    /// An image that is not in standard layout (copied once into it) predicts exactly like
+    /// its standard-layout copy, and the image, wrapped rather than copied on the CPU, is
+    /// left as it was.
+    #[test]
+    fn any_memory_layout_predicts_alike_and_the_image_is_untouched() {
+        let m = |x: &Tensor| -> Result<Tensor> {
+            Ok(Tensor::cat(&[x.zeros_like(), x.shallow_clone()], 1))
+        };
+        let base = Array3::from_shape_fn((7, 9, 12), |(i, j, k)| {
+            ((i * 31 + j * 7 + k * 3) % 17) as f32 * 0.25 - 2.0
+        });
+        let fortran = base.clone().reversed_axes(); // [12, 9, 7], column-major
+        assert!(fortran.as_slice().is_none());
+        let standard = fortran.as_standard_layout().to_owned();
+        for patch in [[4, 4, 4], [16, 8, 8]] {
+            let cfg = InferenceConfig {
+                patch,
+                batch_size: 2,
+                ..Default::default()
+            };
+            let a = sliding_window(&m, &fortran, &cfg, Device::Cpu).unwrap();
+            let b = sliding_window(&m, &standard, &cfg, Device::Cpu).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(fortran, standard);
+            assert_eq!(standard, base.clone().reversed_axes());
         }
     }
 

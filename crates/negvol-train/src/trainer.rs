@@ -489,6 +489,17 @@ impl Trainer {
             .collect()
     }
 
+    /// The loader of `epoch`'s training batches.
+    fn loader(&self, cases: &Arc<Vec<PreparedCase>>, epoch: usize) -> Result<Loader> {
+        Loader::new(
+            cases.clone(),
+            &self.cfg.sampler,
+            &self.cfg.augment,
+            self.cfg.seed,
+            epoch,
+        )
+    }
+
     fn batch_tensors(&self, b: &Batch) -> (Tensor, Tensor) {
         let dev = self.vs.device();
         let [n, i, j, k] = b.shape;
@@ -716,23 +727,36 @@ impl Trainer {
         // Seconds of the epochs completed in this call (training and validation).
         let (mut done_s, mut done_epochs) = (0.0f64, 0usize);
         self.state.stopped_by_time_budget = false;
+        // The next epoch's loader, started before this epoch's validation and checkpoints so
+        // that its workers make the first batches meanwhile. Its batches are a function of
+        // (cases, sampler, augmentation, seed, epoch) alone (see `crate::sampler`; the workers
+        // never touch libtorch's generator), so starting it early changes no data. An error
+        // from starting it is kept and returned where the epoch would have started it.
+        let mut next_loader: Option<(usize, Result<Loader>)> = None;
         while self.state.epoch < epochs && !self.state.stopped_early {
             let epoch = self.state.epoch;
             let t0 = Instant::now();
             tch::manual_seed(self.cfg.seed.wrapping_add(epoch as u64) as i64);
             let lr = self.cfg.schedule.lr(base_lr, epoch, epochs);
             self.opt.set_lr(lr);
-            let loader = Loader::new(
-                cases.clone(),
-                &self.cfg.sampler,
-                &self.cfg.augment,
-                self.cfg.seed,
-                epoch,
-            )?;
+            let loader = match next_loader.take() {
+                Some((e, loader)) if e == epoch => loader?,
+                _ => self.loader(&cases, epoch)?,
+            };
             let batches = self.cfg.sampler.batches_per_epoch;
             let (mut loss_sum, mut norm_sum, mut counted, mut skipped) = (0.0, 0.0, 0usize, 0usize);
             let mut samples = 0usize;
-            for (bi, b) in loader.enumerate() {
+            // Seconds blocked on the loader: from the epoch's start to the first batch (which
+            // covers starting the loader when it was not started early), then from each step's
+            // end to the next batch. The rest of the training time is the steps'.
+            let (mut data_wait, mut waiting_since) = (0.0f64, t0);
+            let mut batch_iter = loader.enumerate();
+            loop {
+                let next = batch_iter.next();
+                data_wait += waiting_since.elapsed().as_secs_f64();
+                let Some((bi, b)) = next else {
+                    break;
+                };
                 let b = b?;
                 let (x, y) = self.batch_tensors(&b);
                 let StepOutcome {
@@ -757,13 +781,19 @@ impl Trainer {
                     lr,
                     samples_per_second: samples as f64 / t0.elapsed().as_secs_f64().max(1e-9),
                 });
+                waiting_since = Instant::now();
             }
+            // Every batch was taken: the workers have ended; join them before reading the clock.
+            drop(batch_iter);
             let train_secs = t0.elapsed().as_secs_f64();
             let out_of_time = epoch + 1 < epochs
                 && budget_s.is_some_and(|b| {
                     let mean_epoch = (done_s + train_secs) / (done_epochs + 1) as f64;
                     started.elapsed().as_secs_f64() + mean_epoch > b
                 });
+            if epoch + 1 < epochs && !out_of_time {
+                next_loader = Some((epoch + 1, self.loader(&cases, epoch + 1)));
+            }
             let every = self.cfg.validation.every;
             let do_val = !val.is_empty()
                 && every > 0
@@ -788,6 +818,7 @@ impl Trainer {
                 val_hd95,
                 seconds: t0.elapsed().as_secs_f64(),
                 samples_per_second: samples as f64 / train_secs.max(1e-9),
+                data_wait_seconds: data_wait,
             };
             self.state.epoch = epoch + 1;
             self.state.stopped_by_time_budget = out_of_time;

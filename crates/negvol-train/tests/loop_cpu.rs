@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ndarray::Array3;
 use negvol_train::augment::AugmentConfig;
-use negvol_train::checkpoint::read_record;
+use negvol_train::checkpoint::{read_record, EpochRecord};
 use negvol_train::infer::{Activation, InferenceConfig};
 use negvol_train::optim::{LrSchedule, OptimizerConfig};
 use negvol_train::preprocess::Normalization;
@@ -395,4 +395,54 @@ fn profiled_step_is_the_same_step_with_phase_times() {
         assert!(t.forward + t.backward > 0.0, "{t:?}");
     }
     assert_eq!(weights(&a), weights(&b));
+}
+
+/// `data_wait_seconds`: the seconds of an epoch's training spent blocked on the loader, in the
+/// history and the log; finite, non-negative, within the epoch's training time. With workers
+/// (the next epoch's loader started before validation) and without (batches made on the
+/// training thread) the losses are the same: starting a loader early changes no data.
+#[test]
+fn epochs_record_the_seconds_spent_waiting_for_batches() {
+    let _g = lock();
+    tch::set_num_threads(1);
+    let cases = vec![ball_case("a", 12, [6.0, 6.0, 6.0], 3.0)];
+    let val = vec![ball_case("v", 12, [5.0, 6.0, 7.0], 3.0)];
+    let dir = tempfile::tempdir().unwrap();
+    let mut losses = Vec::new();
+    for workers in [2, 0] {
+        let mut cfg = config(3);
+        cfg.sampler.workers = workers;
+        let samples = (cfg.sampler.batches_per_epoch * cfg.sampler.batch_size) as f64;
+        let out = dir.path().join(format!("workers{workers}"));
+        let s = trainer(cfg).fit(&cases, &val, &out, &mut Silent).unwrap();
+        let h = &s.state.history;
+        assert_eq!(h.len(), 3);
+        for r in h {
+            let train_secs = samples / r.samples_per_second;
+            let w = r.data_wait_seconds;
+            assert!(w.is_finite() && w >= 0.0, "{r:?}");
+            assert!(w <= train_secs * (1.0 + 1e-6) && w <= r.seconds, "{r:?}");
+        }
+        if workers == 0 {
+            // Every batch is made while the loop waits for it.
+            assert!(h.iter().all(|r| r.data_wait_seconds > 0.0), "{h:?}");
+        }
+        let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+        for (line, r) in log.lines().zip(h) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["data_wait_seconds"].as_f64(), Some(r.data_wait_seconds));
+        }
+        let (_, rec) = read_record(&s.last).unwrap();
+        assert_eq!(&rec.state.history, h);
+        losses.push(h.iter().map(|r| r.train_loss).collect::<Vec<_>>());
+    }
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{losses:?}");
+    }
+    // A log line or checkpoint history written before the field existed reads as 0.
+    let old = r#"{"epoch":0,"lr":0.01,"train_loss":0.5,"grad_norm":1.0,"skipped_steps":0,
+        "val_dice":null,"val_mean_dice":null,"val_hd95":null,"seconds":2.0,
+        "samples_per_second":6.0}"#;
+    let r: EpochRecord = serde_json::from_str(old).unwrap();
+    assert_eq!(r.data_wait_seconds, 0.0);
 }
