@@ -64,7 +64,7 @@ impl std::str::FromStr for Precision {
 }
 
 /// Set libtorch's CUDA autocast dtype for `precision` (bf16 or f16) before a
-/// `tch::autocast(true, ..)` region.
+/// [`autocast`]`(true, ..)` region.
 pub(crate) fn set_autocast_dtype(precision: Precision) {
     // libtorch's CUDA autocast dtype is float16 unless told otherwise; tch does not expose
     // `at::autocast::set_autocast_dtype`, so call it by its (Itanium-mangled) name.
