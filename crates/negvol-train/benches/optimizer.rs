@@ -1,7 +1,7 @@
 //! The optimiser's share of a training step: one `grad_norm` + `step` (Adam, the paper's lr
 //! 1e-4 and weight decay 0.01) on the paper's networks (`unet3d`, `vnet`, default widths, f32,
-//! CPU), on the flat buffers (the default) and one parameter at a time (the path they
-//! replaced), side by side. The gradients are filled once with random values and not zeroed
+//! CPU), on the flat buffers (the GPU default) and one parameter at a time (the CPU default),
+//! side by side. The gradients are filled once with random values and not zeroed
 //! between iterations, so only the optimiser is timed.
 //!
 //! `cargo bench -p negvol-train --bench optimizer -- --warm-up-time 1 --measurement-time 3`
@@ -22,7 +22,7 @@ fn setup(net: &NetConfig, flat: bool) -> (VarStore, Optimizer, usize, i64) {
     let _net = negvol_nets::build(&vs.root(), net).expect("the paper's network builds");
     let cfg = OptimizerConfig::default();
     let opt = if flat {
-        Optimizer::new(&cfg, &vs)
+        Optimizer::new_flat(&cfg, &vs)
     } else {
         Optimizer::new_per_parameter(&cfg, &vs)
     }
