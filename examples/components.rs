@@ -15,6 +15,8 @@ use clap::Parser;
 use negvol_suite::metrics::{component_stats, label_components, Connectivity};
 use negvol_suite::volume::{read_mask, write_volume, Volume};
 
+mod common;
+
 #[derive(Debug, Parser)]
 #[command(about = "Connected components of a NIfTI/NRRD/MetaImage mask (nonzero = foreground)")]
 struct Args {
@@ -120,11 +122,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("components: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("components", run())
 }

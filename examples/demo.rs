@@ -35,6 +35,8 @@ use negvol_train::{Case, TrainConfig, ValidationConfig};
 use negvol_volume::{write_mask, write_nifti, Volume};
 use serde::Serialize;
 
+mod common;
+
 /// Train a small MC + TB network on phantoms, then CT -> MC, TB -> NV on an unseen phantom.
 #[derive(Parser, Debug)]
 #[command(about)]
@@ -149,13 +151,7 @@ struct Timings {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_with("demo", run(Args::parse()))
 }
 
 fn phantom_config(spacing: f64) -> PhantomConfig {

@@ -65,6 +65,8 @@ use negvol_train::run::parse_device;
 use negvol_train::DatasetSpec;
 use negvol_train::Precision;
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(about = "Evaluate a negvol model or an ensemble of models (Table 1 layout)")]
 struct Args {
@@ -448,11 +450,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eval: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("eval", run())
 }

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use negvol_phantom::{case_seed, generate, write_dataset, PhantomConfig, PhantomError, Side};
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(about = "Synthetic TMJ phantoms with analytic negative-volume ground truth")]
 struct Args {
@@ -236,12 +238,5 @@ fn run(a: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("phantom: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_with("phantom", run(&Args::parse()))
 }

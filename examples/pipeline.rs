@@ -60,6 +60,8 @@ use negvol_train::refine::{refine_tb, RefineConfig};
 use negvol_train::run::parse_device;
 use negvol_volume::Volume;
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(about = "CT -> MC, TB -> NV with trained negvol models")]
 struct Args {
@@ -521,11 +523,5 @@ fn run_one(
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pipeline: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("pipeline", run())
 }

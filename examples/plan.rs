@@ -16,6 +16,8 @@ use clap::Parser;
 use negvol_train::plan::{fingerprint, plan, Architecture, PlanOptions};
 use negvol_train::{DatasetSpec, Precision};
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Fingerprint a dataset and plan a training run for a GPU memory budget (nnU-Net's rules)"
@@ -89,11 +91,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("plan: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("plan", run())
 }

@@ -39,6 +39,8 @@ use negvol_train::postprocess::{ComponentFilter, PostprocessingChoice, Postproce
 use negvol_train::run::parse_device;
 use negvol_train::Precision;
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(about = "Segment a CT with a negvol model or an ensemble of models")]
 struct Args {
@@ -268,11 +270,5 @@ fn split_ending(name: &str) -> (&str, &'static str) {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("segment: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("segment", run())
 }

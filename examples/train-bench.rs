@@ -26,6 +26,8 @@ use negvol_train::run::{build_trainer, parse_device, RunConfig};
 use negvol_train::tch::{self, Device, Kind, Tensor};
 use negvol_train::{Precision, StepTimes};
 
+mod common;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     Train,
@@ -306,11 +308,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("train-bench: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("train-bench", run())
 }

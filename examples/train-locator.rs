@@ -25,6 +25,8 @@ use negvol_train::tch;
 use negvol_train::trainer::Observer;
 use negvol_train::DatasetSpec;
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(about = "Train the negvol joint locator (heatmap network + atlas prior)")]
 struct Args {
@@ -163,11 +165,5 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("train-locator: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_with("train-locator", run(Args::parse()))
 }

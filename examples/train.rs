@@ -44,6 +44,8 @@ use negvol_train::run::{
 use negvol_train::trainer::{Observer, StepEvent};
 use negvol_train::DatasetSpec;
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(about = "Train a negvol segmentation network")]
 struct Args {
@@ -605,11 +607,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("train: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("train", run())
 }

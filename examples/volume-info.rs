@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use negvol_volume::{dicom_info, file_kind, image_info, nifti_info, stl_info, FileKind};
 
+mod common;
+
 #[derive(Parser)]
 #[command(about = "Describe NIfTI/NRRD/MetaImage/STL files (or a DICOM series folder) as JSON")]
 struct Args {
@@ -73,11 +75,5 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("volume-info: error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_with("volume-info", run())
 }
