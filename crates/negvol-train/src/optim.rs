@@ -815,26 +815,15 @@ fn flat_update(
             let (Some(mut m), Some(mut v)) = (m, v) else {
                 return;
             };
-            let decoupled = matches!(cfg, OptimizerConfig::AdamW { .. });
-            let g = if !decoupled && weight_decay != 0.0 {
-                g + &p * weight_decay
-            } else {
-                g.shallow_clone()
+            let adam = AdamStep {
+                betas,
+                eps,
+                weight_decay,
+                decoupled: matches!(cfg, OptimizerConfig::AdamW { .. }),
+                t,
+                lr,
             };
-            if decoupled && weight_decay != 0.0 {
-                let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
-            }
-            let _ = m.lerp_(&g, 1.0 - betas[0]);
-            let _ = v.lerp_(&(&g * &g), 1.0 - betas[1]);
-            if lr != 0.0 {
-                let bc1 = 1.0 - betas[0].powf(t);
-                let bc2 = 1.0 - betas[1].powf(t);
-                let k = -bc1 / lr;
-                let mut d = v.sqrt();
-                let _ = d.g_mul_scalar_(k / bc2.sqrt());
-                let _ = d.g_add_scalar_(k * eps);
-                let _ = p.addcdiv_(&m, &d);
-            }
+            adam.apply(&mut p, g, &mut m, &mut v);
         }
         OptimizerConfig::Sgd {
             momentum,
@@ -895,36 +884,21 @@ fn per_parameter_step(
                 weight_decay,
                 ..
             } => {
-                let decoupled = matches!(cfg, OptimizerConfig::AdamW { .. });
-                let g = if !decoupled && weight_decay != 0.0 {
-                    &g + &*p * weight_decay
-                } else {
-                    g
-                };
-                if decoupled && weight_decay != 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
-                }
                 let mut m = state_entry(state, format!("m/{name}"), &p.device())
                     .or_insert_with(|| flat_view(Slot::M, i).unwrap_or_else(|| g.zeros_like()))
                     .shallow_clone();
                 let mut v = state_entry(state, format!("v/{name}"), &p.device())
                     .or_insert_with(|| flat_view(Slot::V, i).unwrap_or_else(|| g.zeros_like()))
                     .shallow_clone();
-                // PyTorch's single-tensor Adam in 7 kernels (9 with L2 decay):
-                // m <- lerp(m, g, 1 - b1); v <- lerp(v, g^2, 1 - b2);
-                // p <- p + m / d with d = -(sqrt(v) / sqrt(bc2) + eps) * bc1 / lr,
-                // i.e. p - lr / bc1 * m / (sqrt(v / bc2) + eps).
-                let _ = m.lerp_(&g, 1.0 - betas[0]);
-                let _ = v.lerp_(&(&g * &g), 1.0 - betas[1]);
-                if lr != 0.0 {
-                    let bc1 = 1.0 - betas[0].powf(t);
-                    let bc2 = 1.0 - betas[1].powf(t);
-                    let k = -bc1 / lr;
-                    let mut d = v.sqrt();
-                    let _ = d.g_mul_scalar_(k / bc2.sqrt());
-                    let _ = d.g_add_scalar_(k * eps);
-                    let _ = p.addcdiv_(&m, &d);
-                }
+                let adam = AdamStep {
+                    betas,
+                    eps,
+                    weight_decay,
+                    decoupled: matches!(cfg, OptimizerConfig::AdamW { .. }),
+                    t,
+                    lr,
+                };
+                adam.apply(p, &g, &mut m, &mut v);
             }
             OptimizerConfig::Sgd {
                 momentum,
@@ -966,6 +940,53 @@ fn per_parameter_step(
                 };
                 let _ = p.g_sub_(&(d * lr));
             }
+        }
+    }
+}
+
+/// One Adam (L2 decay) or AdamW (decoupled decay) update, the same on the flat buffers and on
+/// one parameter: PyTorch's single-tensor Adam in 7 kernels (9 with L2 decay):
+/// m <- lerp(m, g, 1 - b1); v <- lerp(v, g^2, 1 - b2);
+/// p <- p + m / d with d = -(sqrt(v) / sqrt(bc2) + eps) * bc1 / lr,
+/// i.e. p - lr / bc1 * m / (sqrt(v / bc2) + eps).
+struct AdamStep {
+    betas: [f64; 2],
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    /// The step number (1 for the first), for the bias corrections.
+    t: f64,
+    lr: f64,
+}
+
+impl AdamStep {
+    fn apply(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor) {
+        let Self {
+            betas,
+            eps,
+            weight_decay,
+            decoupled,
+            t,
+            lr,
+        } = *self;
+        let g = if !decoupled && weight_decay != 0.0 {
+            g + &*p * weight_decay
+        } else {
+            g.shallow_clone()
+        };
+        if decoupled && weight_decay != 0.0 {
+            let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
+        }
+        let _ = m.lerp_(&g, 1.0 - betas[0]);
+        let _ = v.lerp_(&(&g * &g), 1.0 - betas[1]);
+        if lr != 0.0 {
+            let bc1 = 1.0 - betas[0].powf(t);
+            let bc2 = 1.0 - betas[1].powf(t);
+            let k = -bc1 / lr;
+            let mut d = v.sqrt();
+            let _ = d.g_mul_scalar_(k / bc2.sqrt());
+            let _ = d.g_add_scalar_(k * eps);
+            let _ = p.addcdiv_(m, &d);
         }
     }
 }
