@@ -482,23 +482,12 @@ fn read_source<T: NiftiScalar>(
         }
     }
     skip(&mut src.reader, start - consumed, path)?;
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(nbytes as usize)
-        .map_err(|e| VolumeError::format(path, format!("cannot allocate {nbytes} bytes: {e}")))?;
-    (&mut src.reader)
-        .take(nbytes)
-        .read_to_end(&mut bytes)
-        .map_err(|e| gz_io(path, e))?;
-    if (bytes.len() as u64) < nbytes {
-        return Err(VolumeError::format(
-            path,
-            format!(
-                "truncated: header promises {nbytes} bytes of voxel data at offset {start}, found only {}",
-                bytes.len()
-            ),
-        ));
-    }
+    let bytes = crate::rawdata::read_exact_data(
+        &mut src.reader,
+        nbytes,
+        path,
+        &format!("at offset {start}"),
+    )?;
     let (slope, inter) = h.scaling();
     let data: Vec<T> = decode(&bytes, dtype, h.endianness, slope, inter)
         .map_err(|(p, v)| out_of_range::<T>(path.display().to_string(), p, v, shape_us))?;
