@@ -800,28 +800,9 @@ fn flat_update(
     lr: f64,
 ) {
     match *cfg {
-        OptimizerConfig::Adam {
-            betas,
-            eps,
-            weight_decay,
-            ..
-        }
-        | OptimizerConfig::AdamW {
-            betas,
-            eps,
-            weight_decay,
-            ..
-        } => {
-            let (Some(mut m), Some(mut v)) = (m, v) else {
+        OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => {
+            let (Some(adam), Some(mut m), Some(mut v)) = (AdamStep::of(cfg, t, lr), m, v) else {
                 return;
-            };
-            let adam = AdamStep {
-                betas,
-                eps,
-                weight_decay,
-                decoupled: matches!(cfg, OptimizerConfig::AdamW { .. }),
-                t,
-                lr,
             };
             adam.apply(&mut p, g, &mut m, &mut v);
         }
@@ -872,32 +853,16 @@ fn per_parameter_step(
             continue;
         }
         match *cfg {
-            OptimizerConfig::Adam {
-                betas,
-                eps,
-                weight_decay,
-                ..
-            }
-            | OptimizerConfig::AdamW {
-                betas,
-                eps,
-                weight_decay,
-                ..
-            } => {
+            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => {
+                let Some(adam) = AdamStep::of(cfg, t, lr) else {
+                    continue;
+                };
                 let mut m = state_entry(state, format!("m/{name}"), &p.device())
                     .or_insert_with(|| flat_view(Slot::M, i).unwrap_or_else(|| g.zeros_like()))
                     .shallow_clone();
                 let mut v = state_entry(state, format!("v/{name}"), &p.device())
                     .or_insert_with(|| flat_view(Slot::V, i).unwrap_or_else(|| g.zeros_like()))
                     .shallow_clone();
-                let adam = AdamStep {
-                    betas,
-                    eps,
-                    weight_decay,
-                    decoupled: matches!(cfg, OptimizerConfig::AdamW { .. }),
-                    t,
-                    lr,
-                };
                 adam.apply(p, &g, &mut m, &mut v);
             }
             OptimizerConfig::Sgd {
@@ -960,6 +925,34 @@ struct AdamStep {
 }
 
 impl AdamStep {
+    /// The Adam or AdamW update `cfg` asks for at step `t` with learning rate `lr` (`None`
+    /// for SGD).
+    fn of(cfg: &OptimizerConfig, t: f64, lr: f64) -> Option<Self> {
+        let (betas, eps, weight_decay, decoupled) = match *cfg {
+            OptimizerConfig::Adam {
+                betas,
+                eps,
+                weight_decay,
+                ..
+            } => (betas, eps, weight_decay, false),
+            OptimizerConfig::AdamW {
+                betas,
+                eps,
+                weight_decay,
+                ..
+            } => (betas, eps, weight_decay, true),
+            OptimizerConfig::Sgd { .. } => return None,
+        };
+        Some(Self {
+            betas,
+            eps,
+            weight_decay,
+            decoupled,
+            t,
+            lr,
+        })
+    }
+
     fn apply(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor) {
         let Self {
             betas,
